@@ -1,0 +1,1 @@
+"""unlearnd: machine unlearning as a service (HTTP side)."""

@@ -1,0 +1,225 @@
+"""Models: training (version 1), version history, cards, weights and scoring."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+
+from app.audit import append_event
+from app.deps import Reader, SessionDep, SettingsDep, Submitter
+from app.errors import Conflict, InvalidInput
+from app.jobs import dispatch, new_job
+from app.lookups import (
+    current_dataset_version,
+    dataset_or_404,
+    decode_cursor,
+    encode_cursor,
+    model_or_404,
+    store,
+    version_or_404,
+)
+from app.orm import Job, Model, ModelVersion, utcnow
+from app.schemas import ModelCreate, ScoreIn
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def model_view(model: Model) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "dataset_id": model.dataset_id,
+        "architecture": model.architecture,
+        "training": model.training,
+        "certification": model.certification,
+        "current_version": model.current_version,
+        "created_at": model.created_at,
+    }
+
+
+def version_card(model: Model, mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "model": model.name,
+        "version": mv.version,
+        "parent": mv.parent,
+        "job_id": mv.job_id,
+        "request_ids": mv.request_ids,
+        "dataset_version": mv.dataset_version,
+        "sha256": mv.sha256,
+        "size_bytes": mv.size_bytes,
+        "metrics": mv.metrics,
+        "certificate": mv.certificate or {"certified": False, "guarantee": "best effort"},
+        "created_at": mv.created_at,
+        "weights_url": f"/v1/models/{model.name}/versions/{mv.version}/weights",
+    }
+
+
+@router.post("", status_code=202)
+def create_model(
+    body: ModelCreate,
+    principal: Submitter,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Register a model and queue the training of its version 1."""
+    from unlearning import TrainingOptions, parameter_count, validate_architecture
+
+    ds = dataset_or_404(session, principal.tenant, body.dataset_id)
+    try:
+        architecture = validate_architecture(body.architecture)
+        training = TrainingOptions.from_dict(body.training)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    if body.certification is not None:
+        raise InvalidInput(
+            "Certified training ('certification') is not available in this version of unlearnd "
+            'yet; send "certification": null for a best-effort model.'
+        )
+    if session.scalar(
+        select(Model.id).where(Model.tenant == principal.tenant, Model.name == body.name)
+    ):
+        raise Conflict(f"A model named '{body.name}' exists already; choose another name.")
+    other = session.scalar(select(Model.name).where(Model.dataset_id == ds.id))
+    if other is not None:
+        raise Conflict(
+            f"Dataset '{ds.id}' already backs model '{other}'. An erasure rewrites the dataset "
+            "under one model's lineage, so each model needs its own dataset: upload it again."
+        )
+    dv = current_dataset_version(session, ds)
+    n_params = parameter_count(architecture, dv.n_features, dv.n_classes or 2)
+    model = Model(
+        tenant=principal.tenant,
+        name=body.name,
+        dataset_id=ds.id,
+        architecture=architecture,
+        training=training.to_dict(),
+        certification=None,
+        current_version=None,
+        created_at=utcnow(),
+    )
+    session.add(model)
+    session.flush()
+    job = new_job(session, tenant=principal.tenant, kind="train", model_id=model.id)
+    append_event(
+        session,
+        settings.resolved_secret_key(),
+        tenant=principal.tenant,
+        type="model.created",
+        model=model.name,
+        job_id=job.id,
+        data={
+            "dataset_id": ds.id,
+            "dataset_version": dv.version,
+            "architecture": architecture,
+            "n_parameters": n_params,
+        },
+    )
+    session.commit()
+    dispatch([job.id])
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return {"model": model.name, "job_id": job.id, "status": job.status}
+
+
+@router.get("")
+def list_models(
+    principal: Reader,
+    session: SessionDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    pos = decode_cursor(cursor)
+    q = select(Model).where(Model.tenant == principal.tenant)
+    if pos:
+        q = q.where(Model.name > str(pos.get("name", "")))
+    rows = session.scalars(q.order_by(Model.name).limit(limit + 1)).all()
+    nxt = encode_cursor({"name": rows[limit - 1].name}) if len(rows) > limit else None
+    return {"items": [model_view(m) for m in rows[:limit]], "next_cursor": nxt}
+
+
+@router.get("/{name}")
+def get_model(name: str, principal: Reader, session: SessionDep) -> dict[str, Any]:
+    model = model_or_404(session, principal.tenant, name)
+    view = model_view(model)
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.model_id == model.id, Job.status.in_(("queued", "running")))
+        .order_by(Job.created_at)
+    ).all()
+    view["pending_jobs"] = [j.id for j in jobs]
+    return view
+
+
+@router.get("/{name}/versions")
+def list_versions(
+    name: str,
+    principal: Reader,
+    session: SessionDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    model = model_or_404(session, principal.tenant, name)
+    pos = decode_cursor(cursor)
+    q = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    if pos:
+        q = q.where(ModelVersion.version > int(pos.get("version", 0)))
+    rows = session.scalars(q.order_by(ModelVersion.version).limit(limit + 1)).all()
+    nxt = encode_cursor({"version": rows[limit - 1].version}) if len(rows) > limit else None
+    return {"items": [version_card(model, v) for v in rows[:limit]], "next_cursor": nxt}
+
+
+@router.get("/{name}/versions/{version}")
+def get_version(name: str, version: int, principal: Reader, session: SessionDep) -> dict[str, Any]:
+    model = model_or_404(session, principal.tenant, name)
+    return version_card(model, version_or_404(session, model, version))
+
+
+@router.get(
+    "/{name}/versions/{version}/weights",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "safetensors file"}
+    },
+)
+def get_weights(name: str, version: int, principal: Reader, session: SessionDep) -> Response:
+    model = model_or_404(session, principal.tenant, name)
+    mv = version_or_404(session, model, version)
+    data = store().get(mv.sha256)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{model.name}-v{mv.version}.safetensors"',
+            "ETag": f'"{mv.sha256}"',
+        },
+    )
+
+
+@router.post("/{name}/versions/{version}/score")
+def score(
+    name: str, version: int, body: ScoreIn, principal: Reader, session: SessionDep
+) -> dict[str, Any]:
+    """Class probabilities of a version for feature rows (``X``: rows × n_features)."""
+    from unlearning import model_from_safetensors, predict_proba
+
+    model = model_or_404(session, principal.tenant, name)
+    mv = version_or_404(session, model, version)
+    trained = model_from_safetensors(store().get(mv.sha256))
+    lengths = {len(r) for r in body.X}
+    if lengths != {trained.n_features}:
+        raise InvalidInput(
+            f"Each row of X must have {trained.n_features} features; got lengths "
+            f"{sorted(lengths)[:5]}."
+        )
+    X = np.asarray(body.X, dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise InvalidInput("X must contain finite numbers only.")
+    proba = predict_proba(trained, X)
+    return {
+        "model": model.name,
+        "version": mv.version,
+        "probabilities": proba.tolist(),
+        "predictions": proba.argmax(axis=1).tolist(),
+    }
