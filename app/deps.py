@@ -49,7 +49,11 @@ def get_principal(request: Request, session: SessionDep, settings: SettingsDep) 
     row = lookup_key(session, settings.resolved_secret_key(), token.strip())
     if row is None:
         raise Unauthorized("The API key is unknown or revoked.")
-    return Principal(row.id, row.tenant, frozenset(effective_scopes(row.scopes)))
+    principal = Principal(row.id, row.tenant, frozenset(effective_scopes(row.scopes)))
+    # End the read transaction now: on SQLite it holds the database lock, and a streaming
+    # response outlives the route.
+    session.rollback()
+    return principal
 
 
 def require(scope: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,39 @@
+"""Numerical core of unlearnd: training, unlearning updates, evaluation and serialisation.
+
+Objective (SUM convention): L(θ; D) = Σ_{z∈D} ℓ(z, θ) + (λ/2)‖θ‖², bias regularised too.
+This package imports no web, queue or database framework.
+"""
+
+from .architectures import (
+    CATALOGUE,
+    ArchitectureSpec,
+    parameter_count,
+    register,
+    supported_kinds,
+    validate_architecture,
+)
+from .evaluation import evaluate, predict_proba
+from .model import TrainedModel
+from .options import TrainingOptions, UnlearnOptions
+from .serialization import model_from_safetensors, model_to_safetensors
+from .training import train
+from .updates import UpdateResult, unlearn
+
+__all__ = [
+    "CATALOGUE",
+    "ArchitectureSpec",
+    "TrainedModel",
+    "TrainingOptions",
+    "UnlearnOptions",
+    "UpdateResult",
+    "evaluate",
+    "model_from_safetensors",
+    "model_to_safetensors",
+    "parameter_count",
+    "predict_proba",
+    "register",
+    "supported_kinds",
+    "train",
+    "unlearn",
+    "validate_architecture",
+]
