@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create .venv and install unlearnd with its development tools. Idempotent and quick when
+# nothing changed (a stamp records the hash of pyproject.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.unlearnd-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing dependencies (torch is pinned to 2.13.0)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  # torch first and exactly: a looser spec would pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install --quiet "torch==2.13.0"
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
