@@ -236,6 +236,17 @@ def _fidelity(model: TrainedModel, change: Change) -> dict[str, Any]:
     return out
 
 
+def bad_evidence(model: TrainedModel, metrics: dict[str, Any]) -> str | None:
+    """Why an update cannot be trusted, or ``None``: non-finite parameters, or a gradient
+    residual on the corrected data worse than before the update (the step overshot)."""
+    if not all(bool(np.isfinite(t.numpy()).all()) for t in model.params.values()):
+        return "the update produced non-finite parameters"
+    after, before = metrics.get("gradient_residual"), metrics.get("gradient_residual_before")
+    if after is not None and before is not None and not after <= before:
+        return f"the gradient residual on the corrected data rose from {before:.3g} to {after:.3g}"
+    return None
+
+
 def unlearn_flow(ctx: JobContext) -> None:
     settings = get_settings()
     with session_scope() as s:
@@ -269,15 +280,20 @@ def unlearn_flow(ctx: JobContext) -> None:
     ctx.report(f"updating ({method})", 0.2)
     started = time.perf_counter()
     fell_back = None
-    if method == "retrain":
-        after_model, tmetrics = train(
+
+    def retrain() -> tuple[TrainedModel, dict[str, Any]]:
+        retrained, tmetrics = train(
             model.architecture,
             change.after.X,
             change.after.y,
             data.n_classes,
             _training_options(model),
         )
-        update_metrics: dict[str, Any] = {"retraining": tmetrics}
+        return retrained, {"retraining": tmetrics, "gradient_residual": tmetrics["grad_norm"]}
+
+    update_metrics: dict[str, Any]
+    if method == "retrain":
+        after_model, update_metrics = retrain()
     else:
         options = UnlearnOptions(
             method=method, tau=payload.get("tau"), device=settings.resolved_device()
@@ -293,24 +309,23 @@ def unlearn_flow(ctx: JobContext) -> None:
             options,
         )
         after_model, update_metrics = result.model, dict(result.metrics)
-        finite = all(bool(np.isfinite(t.numpy()).all()) for t in after_model.params.values())
-        if not finite:
-            fell_back = "the update produced non-finite parameters"
-            after_model, tmetrics = train(
-                model.architecture,
-                change.after.X,
-                change.after.y,
-                data.n_classes,
-                _training_options(model),
-            )
-            method, update_metrics = "retrain", {"retraining": tmetrics}
+        fell_back = bad_evidence(after_model, update_metrics)
+        if fell_back is not None and payload.get("method", "auto") == "auto":
+            method = "retrain"
+            after_model, update_metrics = retrain()
     wall = time.perf_counter() - started
+    update_metrics["update_norm"] = float(
+        sum(((after_model.params[k] - before.params[k]) ** 2).sum() for k in before.params) ** 0.5
+    )
     ctx.report("evaluating", 0.8)
     base_train_time = (train_metrics.get("training") or {}).get("wall_time_s")
     metrics: dict[str, Any] = {
         **update_metrics,
         "wall_time_s": wall,
-        "method_reason": why if fell_back is None else f"fallback to retraining: {fell_back}",
+        "method_reason": why
+        if method != "retrain" or fell_back is None
+        else f"fallback to retraining: {fell_back}",
+        "evidence_warning": fell_back if method != "retrain" else None,
         "n_affected": int(change.rows.size),
         "already_erased": change.already_erased,
         "fidelity_before": _fidelity(before, change),
