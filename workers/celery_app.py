@@ -25,7 +25,11 @@ def make_celery() -> Celery:
     if settings.resolved_broker_url.startswith("redis"):
         transport_options["visibility_timeout"] = settings.broker_visibility_timeout_s
     else:
-        # Passed to create_engine by kombu: wait on SQLite's lock rather than fail.
+        from workers.broker import install
+
+        install()
+        transport_options["polling_interval"] = 0.1
+        # Passed on to create_engine: wait on SQLite's lock rather than fail.
         transport_options["connect_args"] = {"timeout": 30}
     app.conf.update(
         task_serializer="json",
