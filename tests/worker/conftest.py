@@ -24,10 +24,21 @@ def _clear_caches() -> None:
 def backend(backend_factory, tmp_path_factory) -> Iterator:  # type: ignore[no-untyped-def]
     b = backend_factory("worker")
     data_dir = tmp_path_factory.mktemp("worker-data")
-    saved = {k: os.environ.get(k) for k in ("UNLEARND_DATABASE_URL", "UNLEARND_BROKER_URL",
-                                            "UNLEARND_QUEUE", "UNLEARND_DATA_DIR")}
-    os.environ.update(UNLEARND_DATABASE_URL=b.database_url, UNLEARND_BROKER_URL=b.broker_url,
-                      UNLEARND_QUEUE=b.queue, UNLEARND_DATA_DIR=str(data_dir))
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "UNLEARND_DATABASE_URL",
+            "UNLEARND_BROKER_URL",
+            "UNLEARND_QUEUE",
+            "UNLEARND_DATA_DIR",
+        )
+    }
+    os.environ.update(
+        UNLEARND_DATABASE_URL=b.database_url,
+        UNLEARND_BROKER_URL=b.broker_url,
+        UNLEARND_QUEUE=b.queue,
+        UNLEARND_DATA_DIR=str(data_dir),
+    )
     _clear_caches()
     from app.cli import migrate
 

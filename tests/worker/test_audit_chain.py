@@ -15,9 +15,16 @@ def append(n: int) -> list[int]:
     seqs = []
     with session_scope() as s:
         for i in range(n):
-            ev = append_event(s, b"k", tenant="t", type="test.event", model="m",
-                              subject_ids=[f"subject-{i}"], record_ids=[f"rec-{i}"],
-                              data={"i": i})
+            ev = append_event(
+                s,
+                b"k",
+                tenant="t",
+                type="test.event",
+                model="m",
+                subject_ids=[f"subject-{i}"],
+                record_ids=[f"rec-{i}"],
+                data={"i": i},
+            )
             seqs.append(ev.seq)
     return seqs
 
@@ -53,10 +60,17 @@ def test_an_edited_event_breaks_the_chain_at_that_event(backend):
     result = verify()
     assert result["ok"] is False and result["first_bad"] == seqs[1]
     with session_scope() as s:  # restore for the next test
-        s.execute(update(AuditEvent).where(AuditEvent.seq == seqs[1]).values(
-            data={"i": 1, "n_records": 1,
-                  "record_hashes": [hmac.new(b"k", b"record:rec-1",
-                                             hashlib.sha256).hexdigest()]}))
+        s.execute(
+            update(AuditEvent)
+            .where(AuditEvent.seq == seqs[1])
+            .values(
+                data={
+                    "i": 1,
+                    "n_records": 1,
+                    "record_hashes": [hmac.new(b"k", b"record:rec-1", hashlib.sha256).hexdigest()],
+                }
+            )
+        )
     assert verify()["ok"] is True
 
 

@@ -20,8 +20,13 @@ def model_id(backend) -> str:  # type: ignore[no-untyped-def]
         ds = Dataset(tenant="t", name="d", kind="tabular", current_version=1)
         s.add(ds)
         s.flush()
-        m = Model(tenant="t", name=f"m-{uuid.uuid4().hex[:6]}", dataset_id=ds.id,
-                  architecture={"kind": "logistic_regression"}, training={})
+        m = Model(
+            tenant="t",
+            name=f"m-{uuid.uuid4().hex[:6]}",
+            dataset_id=ds.id,
+            architecture={"kind": "logistic_regression"},
+            training={},
+        )
         s.add(m)
         s.flush()
         return m.id
@@ -50,8 +55,11 @@ def expire_lease(job_id: str) -> None:
     from app.orm import Job, utcnow
 
     with session_scope() as s:
-        s.execute(update(Job).where(Job.id == job_id)
-                  .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_a_claimed_job_is_leased_to_one_worker(model_id):
@@ -116,8 +124,17 @@ def test_a_job_creates_at_most_one_version_and_versions_form_a_line(model_id):
 
     def add(version: int, job: str) -> None:
         with session_scope() as s:
-            s.add(ModelVersion(model_id=model_id, version=version, parent=version - 1 or None,
-                               job_id=job, dataset_version=1, sha256="0" * 64, size_bytes=0))
+            s.add(
+                ModelVersion(
+                    model_id=model_id,
+                    version=version,
+                    parent=version - 1 or None,
+                    job_id=job,
+                    dataset_version=1,
+                    sha256="0" * 64,
+                    size_bytes=0,
+                )
+            )
 
     add(1, job_a)
     with pytest.raises(IntegrityError):
@@ -126,8 +143,11 @@ def test_a_job_creates_at_most_one_version_and_versions_form_a_line(model_id):
         add(1, job_b)  # a fork: a second version 1
     add(2, job_b)
     with session_scope() as s:
-        versions = s.scalars(select(ModelVersion.version).where(
-            ModelVersion.model_id == model_id).order_by(ModelVersion.version)).all()
+        versions = s.scalars(
+            select(ModelVersion.version)
+            .where(ModelVersion.model_id == model_id)
+            .order_by(ModelVersion.version)
+        ).all()
     assert versions == [1, 2]
 
 
