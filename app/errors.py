@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 log = logging.getLogger("unlearnd.errors")
 
@@ -73,8 +74,12 @@ class InvalidInput(Problem):
     status, slug, title = 422, "invalid-input", "Invalid input"
 
 
-def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
+def problem_response(
+    problem: Problem, request: Request | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if problem.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     instance = request.url.path if request is not None else None
     return JSONResponse(
         problem.body(instance),
@@ -82,6 +87,20 @@ def problem_response(problem: Problem, request: Request | None = None) -> JSONRe
         media_type=PROBLEM_JSON,
         headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Methods of every documented operation whose path template matches the request's path."""
+    app = request.app
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {m.upper() for m in ops})
+            for path, ops in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = table
+    path = request.url.path
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -114,9 +133,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         problem.title = {404: "Not found", 405: "Method not allowed"}.get(
             exc.status_code, "HTTP error"
         )
+        headers = dict(exc.headers or {})
         if exc.status_code == 404:
             problem.detail = f"No route {request.method} {request.url.path}; see /docs."
-        return problem_response(problem, request)
+        elif exc.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            allowed = _allowed_methods(request)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                problem.detail = (
+                    f"{request.method} is not allowed on {request.url.path}; "
+                    f"use {headers['Allow']}."
+                )
+        return problem_response(problem, request, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
