@@ -112,7 +112,7 @@ def parse_npz(data: bytes) -> TabularData:
             )
         for key in archive.files:
             try:
-                arrays[key] = archive[key]
+                value = archive[key]
             except ValueError as exc:  # object arrays need pickle: refused
                 raise InvalidInput(
                     f"Array '{key}' cannot be loaded without pickle (object dtype?). Store "
@@ -120,6 +120,12 @@ def parse_npz(data: bytes) -> TabularData:
                 ) from exc
             except (OSError, zipfile.BadZipFile, EOFError) as exc:
                 raise InvalidInput(f"Array '{key}' is corrupt: {exc}") from exc
+            if not isinstance(value, np.ndarray):  # a member that is not an .npy file
+                raise InvalidInput(
+                    f"Member '{key}' of the archive is not a NumPy array (.npy); write the "
+                    "archive with np.savez."
+                )
+            arrays[key] = value
     X, y = arrays["X"], arrays["y"]
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise InvalidInput(
@@ -143,6 +149,12 @@ def parse_npz(data: bytes) -> TabularData:
     y = y.astype(np.int64)
     if y.min() < 0:
         raise InvalidInput("'y' must hold class labels 0..k-1; found negative labels.")
+    if int(y.max()) >= n:
+        raise InvalidInput(
+            f"'y' must hold class labels 0..k-1 with k at most the number of records ({n}); "
+            f"found label {int(y.max())}. Re-encode the labels, e.g. with np.unique(y, "
+            "return_inverse=True)."
+        )
     if len(np.unique(y)) < 2:
         raise InvalidInput("'y' must contain at least two classes.")
     record_ids = _as_str_array(arrays["record_ids"], "record_ids", n)
@@ -169,3 +181,48 @@ def load_stored(data: bytes) -> TabularData:
     """Load a stored (already validated) dataset version."""
     with np.load(io.BytesIO(data), allow_pickle=False) as a:
         return TabularData(a["X"], a["y"], a["record_ids"], a["subject_ids"], a["feature_names"])
+
+
+@dataclass
+class TextCorpus:
+    """A UTF-8 text corpus (``kind=text``), the training data of character language models.
+    Stored as its UTF-8 bytes; the vocabulary is the set of its characters."""
+
+    text: str
+
+    @property
+    def n_chars(self) -> int:
+        return len(self.text)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(set(self.text))
+
+    def to_bytes(self) -> bytes:
+        return self.text.encode("utf-8")
+
+
+MIN_CORPUS_CHARS = 64
+
+
+def parse_text(data: bytes) -> TextCorpus:
+    """Validate an uploaded text corpus; raise :class:`InvalidInput` saying what to fix."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"The corpus is not valid UTF-8 (byte {exc.start}): re-encode it as UTF-8."
+        ) from exc
+    text = text.removeprefix("\ufeff")
+    if len(text) < MIN_CORPUS_CHARS:
+        raise InvalidInput(
+            f"The corpus has {len(text)} characters; a language model needs at least "
+            f"{MIN_CORPUS_CHARS}."
+        )
+    if "\x00" in text:
+        raise InvalidInput("The corpus contains NUL characters; upload plain text.")
+    return TextCorpus(text)
+
+
+def load_text(data: bytes) -> TextCorpus:
+    return TextCorpus(data.decode("utf-8"))

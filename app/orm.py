@@ -142,6 +142,9 @@ class ModelVersion(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     certificate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Cached Cholesky factor of the objective's Hessian at this version (convex models only),
+    # reused by the next request with a low-rank (Woodbury) correction.
+    factorization_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

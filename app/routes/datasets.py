@@ -8,9 +8,9 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from sqlalchemy import select
 
 from app.audit import append_event
-from app.datasets import parse_npz
+from app.datasets import parse_npz, parse_text
 from app.deps import Reader, SessionDep, SettingsDep, Submitter
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import PayloadTooLarge
 from app.lookups import dataset_or_404, decode_cursor, encode_cursor, store
 from app.orm import Dataset, DatasetVersion, utcnow
 from app.schemas import NAME_PATTERN
@@ -46,19 +46,22 @@ async def upload_dataset(
     name: Annotated[str, Form(pattern=NAME_PATTERN)],
     kind: Annotated[Literal["tabular", "text"], Form()] = "tabular",
 ) -> dict[str, Any]:
-    """Upload a dataset version 1. Arrays are loaded with ``allow_pickle=False``."""
-    if kind == "text":
-        raise InvalidInput(
-            "Text corpora (kind=text) are not supported by this version of unlearnd yet: they "
-            "come with the char_lstm language model. Upload a tabular .npz (kind=tabular)."
-        )
+    """Upload version 1 of a dataset: a tabular ``.npz`` (arrays loaded with
+    ``allow_pickle=False``) or, with ``kind=text``, a UTF-8 text corpus (``n_records`` counts
+    its characters, ``n_classes`` its distinct characters)."""
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(
             f"The upload exceeds {settings.max_upload_bytes} bytes (UNLEARND_MAX_UPLOAD_BYTES)."
         )
-    table = parse_npz(data)
-    canonical = table.to_npz_bytes()
+    if kind == "text":
+        corpus = parse_text(data)
+        canonical = corpus.to_bytes()
+        n_records, n_features, n_classes = corpus.n_chars, 0, corpus.vocabulary_size
+    else:
+        table = parse_npz(data)
+        canonical = table.to_npz_bytes()
+        n_records, n_features, n_classes = table.n_records, table.n_features, table.n_classes
     sha = store().put(canonical)
     ds = Dataset(
         tenant=principal.tenant, name=name, kind=kind, current_version=1, created_at=utcnow()
@@ -69,9 +72,9 @@ async def upload_dataset(
         dataset_id=ds.id,
         version=1,
         parent_version=None,
-        n_records=table.n_records,
-        n_features=table.n_features,
-        n_classes=table.n_classes,
+        n_records=n_records,
+        n_features=n_features,
+        n_classes=n_classes,
         sha256=sha,
         size_bytes=len(canonical),
         created_at=utcnow(),
@@ -82,7 +85,7 @@ async def upload_dataset(
         settings.resolved_secret_key(),
         tenant=principal.tenant,
         type="dataset.uploaded",
-        data={"dataset_id": ds.id, "version": 1, "n_records": table.n_records, "sha256": sha},
+        data={"dataset_id": ds.id, "version": 1, "n_records": n_records, "sha256": sha},
     )
     session.commit()
     response.headers["Location"] = f"/v1/datasets/{ds.id}"
