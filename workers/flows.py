@@ -49,6 +49,8 @@ def execute(ctx: JobContext) -> None:
         train_flow(ctx)
     elif kind == "unlearn":
         unlearn_flow(ctx)
+    elif kind == "verify":
+        verify_flow(ctx)
     else:
         raise JobFailed(f"Unknown job kind '{kind}'.")
 
@@ -411,3 +413,87 @@ def unlearn_flow(ctx: JobContext) -> None:
             result = job.result or {}
         _finish(s, job, "succeeded", result=result)
     purge_superseded_datasets()
+
+
+def _flat(model: TrainedModel) -> np.ndarray:
+    return np.concatenate([t.detach().cpu().numpy().ravel() for t in model.params.values()])
+
+
+def verify_flow(ctx: JobContext) -> None:
+    """Retrain a reference from scratch on the data of a version and compare: parameter
+    distance, prediction agreement and accuracy difference (an auditor's independent check)."""
+    with session_scope() as s:
+        job = s.get(Job, ctx.job_id)
+        assert job is not None
+        model = s.get(Model, job.model_id)
+        assert model is not None
+        mv = s.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model.id, ModelVersion.version == job.payload["version"]
+            )
+        )
+        ds = s.get(Dataset, model.dataset_id)
+        assert mv is not None and ds is not None
+        dv = s.scalar(
+            select(DatasetVersion).where(
+                DatasetVersion.dataset_id == ds.id, DatasetVersion.version == mv.dataset_version
+            )
+        )
+        if dv is None or dv.purged_at is not None:
+            raise JobFailed(
+                f"The data of version {mv.version} was erased by a later request; "
+                "verify the current version instead."
+            )
+        weights_sha, data_sha, version = mv.sha256, dv.sha256, mv.version
+    ctx.report("loading", 0.05)
+    data = load_dataset(data_sha)
+    candidate = model_from_safetensors(store().get(weights_sha))
+    ctx.report("retraining reference", 0.1)
+    started = time.perf_counter()
+    reference, ref_metrics = train(
+        model.architecture, data.X, data.y, data.n_classes, _training_options(model)
+    )
+    retrain_s = time.perf_counter() - started
+    ctx.report("comparing", 0.9)
+    from unlearning import predict_proba
+
+    theta_c, theta_r = _flat(candidate), _flat(reference)
+    pred_c = predict_proba(candidate, data.X).argmax(axis=1)
+    pred_r = predict_proba(reference, data.X).argmax(axis=1)
+    acc_c, acc_r = evaluate(candidate, data.X, data.y), evaluate(reference, data.X, data.y)
+    result = {
+        "model_version": version,
+        "method": "verify",
+        "metrics": {
+            "parameter_distance": float(np.linalg.norm(theta_c - theta_r)),
+            "relative_parameter_distance": float(
+                np.linalg.norm(theta_c - theta_r) / max(np.linalg.norm(theta_r), 1e-300)
+            ),
+            "prediction_agreement": float((pred_c == pred_r).mean()),
+            "accuracy_version": acc_c["accuracy"],
+            "accuracy_reference": acc_r["accuracy"],
+            "accuracy_difference": acc_c["accuracy"] - acc_r["accuracy"],
+            "loss_version": acc_c["loss"],
+            "loss_reference": acc_r["loss"],
+            "reference_training": ref_metrics,
+            "retrain_wall_time_s": retrain_s,
+            "n_records": data.n_records,
+        },
+    }
+    with session_scope() as s:
+        job = ctx.fence(s)
+        append_event(
+            s,
+            get_settings().resolved_secret_key(),
+            tenant=job.tenant,
+            type="version.verified",
+            model=model.name,
+            job_id=job.id,
+            data={
+                "version": version,
+                "relative_parameter_distance": result["metrics"]["relative_parameter_distance"],
+                "prediction_agreement": result["metrics"]["prediction_agreement"],
+                "accuracy_difference": result["metrics"]["accuracy_difference"],
+            },
+        )
+        _finish(s, job, "succeeded", result=result)

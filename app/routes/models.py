@@ -197,6 +197,39 @@ def get_weights(name: str, version: int, principal: Reader, session: SessionDep)
     )
 
 
+@router.post("/{name}/versions/{version}/verify", status_code=202)
+def verify_version(
+    name: str,
+    version: int,
+    principal: Submitter,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Queue a job that retrains a reference from scratch on the version's data and reports
+    parameter distance, prediction agreement and accuracy difference."""
+    model = model_or_404(session, principal.tenant, name)
+    mv = version_or_404(session, model, version)
+    ds = dataset_or_404(session, principal.tenant, model.dataset_id)
+    if mv.dataset_version != ds.current_version:
+        raise Conflict(
+            f"The training data of version {version} was erased by a later request (the "
+            f"dataset is at version {ds.current_version}); verify version "
+            f"{model.current_version} instead."
+        )
+    job = new_job(
+        session,
+        tenant=principal.tenant,
+        kind="verify",
+        model_id=model.id,
+        payload={"version": version},
+    )
+    session.commit()
+    dispatch([job.id])
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return {"model": model.name, "version": version, "job_id": job.id, "status": job.status}
+
+
 @router.post("/{name}/versions/{version}/score")
 def score(
     name: str, version: int, body: ScoreIn, principal: Reader, session: SessionDep
