@@ -67,6 +67,15 @@ def load_dataset(sha256: str) -> TabularData:
         raise NotFound("This dataset version was erased from the store.") from exc
 
 
+@lru_cache(maxsize=2)
+def load_corpus(sha256: str) -> str:
+    """The text of a stored corpus version (cached per process by content hash)."""
+    try:
+        return store().get(sha256).decode("utf-8")
+    except ArtifactNotFound as exc:
+        raise NotFound("This dataset version was erased from the store.") from exc
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 

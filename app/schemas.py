@@ -35,6 +35,13 @@ class _RequestBase(Strict):
     model: str = Field(description="Name of the model the request applies to.")
     method: Method = "auto"
     tau: float | None = Field(default=None, gt=0, description="First-order step size override.")
+    options: dict[str, Any] | None = Field(
+        default=None,
+        description="Solver options of the update (unlearning.UnlearnOptions): solver "
+        "(auto|exact|cg|lissa), damping, cg_tol, cg_max_iter, preconditioner, lissa_depth, "
+        "lissa_scale, last_k_layers, chunk_size, line_search.",
+        examples=[{"solver": "cg", "last_k_layers": 1}],
+    )
     requester: str | None = Field(default=None, max_length=200)
     legal_basis: str | None = Field(default=None, max_length=200, examples=["GDPR Art. 17"])
     reference: str | None = Field(default=None, max_length=200)

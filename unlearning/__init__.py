@@ -12,21 +12,28 @@ from .architectures import (
     supported_kinds,
     validate_architecture,
 )
+from .deep import train_deep  # registers the non-convex entries (mlp, cnn, char_lstm)
 from .evaluation import evaluate, predict_proba
+from .factorization import Factorization, build_factorization
 from .model import TrainedModel
 from .options import TrainingOptions, UnlearnOptions
 from .serialization import model_from_safetensors, model_to_safetensors
+from .solvers import conjugate_gradient, lissa
 from .training import train
 from .updates import UpdateResult, unlearn
 
 __all__ = [
     "CATALOGUE",
     "ArchitectureSpec",
+    "Factorization",
     "TrainedModel",
     "TrainingOptions",
     "UnlearnOptions",
     "UpdateResult",
+    "build_factorization",
+    "conjugate_gradient",
     "evaluate",
+    "lissa",
     "model_from_safetensors",
     "model_to_safetensors",
     "parameter_count",
@@ -34,6 +41,7 @@ __all__ = [
     "register",
     "supported_kinds",
     "train",
+    "train_deep",
     "unlearn",
     "validate_architecture",
 ]

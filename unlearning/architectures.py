@@ -23,7 +23,7 @@ import torch.nn.functional as F
 ParamShapes = dict[str, tuple[int, ...]]
 
 #: Kinds named in the product catalogue that have no implementation yet.
-PLANNED_KINDS: tuple[str, ...] = ("linear_svm", "mlp", "cnn", "char_lstm")
+PLANNED_KINDS: tuple[str, ...] = ("mlp", "cnn", "char_lstm")
 
 
 def n_outputs(n_classes: int) -> int:
@@ -71,6 +71,11 @@ class ArchitectureSpec:
             p1 = torch.sigmoid(logits[:, 0])
             return torch.stack([1.0 - p1, p1], dim=1)
         return torch.softmax(logits, dim=1)
+
+    def bind(self, architecture: Mapping[str, Any]) -> ArchitectureSpec:
+        """The spec to use for this architecture (entries whose loss depends on options, like
+        ``linear_svm``'s smoothing, return a configured copy)."""
+        return self
 
     def data_hessian(
         self,
@@ -156,6 +161,93 @@ def register(spec: ArchitectureSpec) -> ArchitectureSpec:
 register(LogisticRegression())
 
 
+class LinearSVM(LogisticRegression):
+    """Linear SVM with a softplus-smoothed hinge: logits = X Wᵀ + b (same layout as
+    ``logistic_regression``).
+
+    Per-output loss on the margin t = ỹ·z (ỹ = +1 for the positive label, −1 otherwise):
+    ℓ_h(t) = h·softplus((1 − t)/h) = h·ln(1 + exp((1 − t)/h)), smoothing ``h`` > 0 (default 0.5).
+    It is convex and C^∞, ℓ_h ≥ max(0, 1 − t) with ℓ_h − hinge ≤ h·ln 2, ℓ_h → hinge as h → 0,
+    and ℓ_h'' = s(1 − s)/h ≤ 1/(4h) with s = σ((1 − t)/h). Binary (2 classes): one output,
+    labels 0/1 mapped to ỹ = −1/+1. Multiclass: one-vs-rest, k outputs, ℓ = Σ_a ℓ_h(ỹ_a z_a) with
+    ỹ_a = +1 iff y = a. ``probabilities`` are monotone scores (sigmoid/softmax of z), not
+    calibrated; their argmax is the SVM decision.
+    """
+
+    kind = "linear_svm"
+    convex = True
+
+    def __init__(self, smoothing: float = 0.5) -> None:
+        self.smoothing = float(smoothing)
+
+    def bind(self, architecture: Mapping[str, Any]) -> ArchitectureSpec:
+        """The spec for this architecture's smoothing (``losses`` has no architecture)."""
+        return LinearSVM(self.normalize(architecture)["smoothing"])
+
+    def normalize(self, architecture: Mapping[str, Any]) -> dict[str, Any]:
+        extra = sorted(set(architecture) - {"kind", "smoothing", "multiclass"})
+        if extra:
+            raise ValueError(
+                f"architecture 'linear_svm' takes only 'smoothing' and 'multiclass'; remove {extra}"
+            )
+        h = architecture.get("smoothing", 0.5)
+        if isinstance(h, bool) or not isinstance(h, int | float) or not math.isfinite(h) or h <= 0:
+            raise ValueError(f"linear_svm 'smoothing' must be a finite number > 0, got {h!r}")
+        mc = architecture.get("multiclass", "ovr")
+        if mc != "ovr":
+            raise ValueError(f"linear_svm 'multiclass' must be 'ovr', got {mc!r}")
+        return {"kind": self.kind, "multiclass": "ovr", "smoothing": float(h)}
+
+    def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Σ over outputs of ℓ_h(ỹ z), shape (n,); vmap-compatible."""
+        t = signed_targets(y, logits.shape[-1], logits.dtype) * logits
+        return smooth_hinge(t, self.smoothing).sum(-1)
+
+    def data_hessian(
+        self,
+        architecture: Mapping[str, Any],
+        params: Mapping[str, torch.Tensor],
+        X: torch.Tensor,
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        """OvR: block diagonal, class a's block X̃ᵀ diag(ℓ_h''(t_ia)) X̃, in the flat layout."""
+        h = float(architecture.get("smoothing", self.smoothing))
+        W = params["weight"]
+        k, d = W.shape
+        n = X.shape[0]
+        Xt = torch.cat([X, torch.ones(n, 1, dtype=X.dtype, device=X.device)], dim=1)
+        z = self.forward(architecture, params, X)
+        t = signed_targets(y, k, z.dtype) * z
+        s = torch.sigmoid((1.0 - t) / h)
+        c = s * (1.0 - s) / h  # (n, k)
+        m = d + 1
+        H_aug = torch.zeros(k * m, k * m, dtype=X.dtype, device=X.device)
+        for a in range(k):
+            H_aug[a * m : (a + 1) * m, a * m : (a + 1) * m] = (Xt * c[:, a : a + 1]).T @ Xt
+        a_idx = torch.arange(k, device=X.device).repeat_interleave(m)
+        j_idx = torch.arange(m, device=X.device).repeat(k)
+        perm = torch.where(j_idx < d, a_idx * d + j_idx, k * d + a_idx)
+        H = torch.empty_like(H_aug)
+        H[perm.unsqueeze(1), perm.unsqueeze(0)] = H_aug
+        return H
+
+
+def signed_targets(y: torch.Tensor, k_out: int, dtype: torch.dtype) -> torch.Tensor:
+    """ỹ (n, k_out) in {−1, +1}: binary (k_out = 1) 2y − 1; one-vs-rest +1 iff y = a."""
+    if k_out == 1:
+        return (2 * y.to(dtype) - 1).unsqueeze(-1)
+    classes = torch.arange(k_out, device=y.device)
+    return 2 * (y.unsqueeze(-1) == classes).to(dtype) - 1
+
+
+def smooth_hinge(t: torch.Tensor, h: float) -> torch.Tensor:
+    """ℓ_h(t) = h·softplus((1 − t)/h), elementwise."""
+    return h * F.softplus((1.0 - t) / h)
+
+
+register(LinearSVM())
+
+
 def supported_kinds() -> list[str]:
     """Kinds that can be trained and unlearned now."""
     return sorted(CATALOGUE)
@@ -179,7 +271,7 @@ def get_spec(architecture: Mapping[str, Any]) -> ArchitectureSpec:
             f"architecture kind '{kind}' is not supported yet; supported: "
             + ", ".join(supported_kinds())
         )
-    return spec
+    return spec.bind(architecture)
 
 
 def validate_architecture(architecture: dict) -> dict:

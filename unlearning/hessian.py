@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.func import hessian as func_hessian
 
@@ -62,6 +64,39 @@ def cholesky_solve(L: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_solve(b.unsqueeze(1), L).squeeze(1)
 
 
+def power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    p: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    max_iter: int = 200,
+    rtol: float = 1e-6,
+    seed: int = 0,
+) -> float:
+    """Largest eigenvalue of a symmetric PSD operator v ↦ A v on R^p by power iteration.
+
+    Starts from a seeded Gaussian vector; stops when the Rayleigh quotient changes by less than
+    ``rtol`` relatively. For PSD A the Rayleigh quotient approaches λ_max from below, so callers
+    that need an upper bound multiply by a safety factor.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(p, generator=gen, dtype=dtype).to(device)
+    v /= v.norm()
+    lam = 0.0
+    for _ in range(max_iter):
+        hv = matvec(v)
+        new = float(v.dot(hv))
+        nrm = hv.norm()
+        if float(nrm) == 0.0 or not torch.isfinite(nrm):
+            return new
+        v = hv / nrm
+        if abs(new - lam) <= rtol * abs(new):
+            return new
+        lam = new
+    return lam
+
+
 def largest_eigenvalue(
     obj: Objective,
     theta: torch.Tensor,
@@ -71,24 +106,14 @@ def largest_eigenvalue(
     rtol: float = 1e-6,
     seed: int = 0,
 ) -> float:
-    """λ_max of ∇²L(θ; D) by power iteration on Hessian-vector products.
-
-    Starts from a seeded Gaussian vector; stops when the Rayleigh quotient changes by less than
-    ``rtol`` relatively. The Hessian is PSD + λI, so the Rayleigh quotient approaches λ_max from
-    below.
-    """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(theta.shape[0], generator=gen, dtype=theta.dtype).to(theta.device)
-    v /= v.norm()
-    lam = 0.0
-    for _ in range(max_iter):
-        hv = obj.hvp(theta, X, y, v)
-        new = float(v.dot(hv))
-        nrm = hv.norm()
-        if float(nrm) == 0.0:
-            return new
-        v = hv / nrm
-        if abs(new - lam) <= rtol * abs(new):
-            return new
-        lam = new
-    return lam
+    """λ_max of ∇²L(θ; D) by :func:`power_iteration` on Hessian-vector products."""
+    theta = theta.detach()
+    return power_iteration(
+        lambda v: obj.hvp(theta, X, y, v),
+        theta.shape[0],
+        dtype=theta.dtype,
+        device=theta.device,
+        max_iter=max_iter,
+        rtol=rtol,
+        seed=seed,
+    )

@@ -122,8 +122,10 @@ def train(
         raise ValueError("options must be a TrainingOptions")
     spec = get_spec(architecture)
     arch = spec.normalize(architecture)
-    if not spec.convex:  # pragma: no cover - no non-convex kinds registered yet
-        raise ValueError(f"training of '{arch['kind']}' is not implemented yet")
+    if not spec.convex:  # mlp, cnn, char_lstm: minibatch training (unlearning.deep)
+        from .deep import train_deep
+
+        return train_deep(architecture, X, y, n_classes, options)
     Xa = np.asarray(X)
     if Xa.ndim != 2 or Xa.shape[0] == 0:
         raise ValueError(f"X must have shape (n, d) with n >= 1, got {Xa.shape}")

@@ -1,18 +1,49 @@
-"""Unlearning updates (Warnecke et al., NDSS 2023) on the SUM objective."""
+"""Unlearning updates (Warnecke et al., NDSS 2023) on the SUM objective.
+
+L(θ; D) = Σ_{z∈D} ℓ(z, θ) + (λ/2)‖θ‖². Δ(Z, Z̃) = Σ_{Z̃} ∇ℓ(z̃, θ*) − Σ_Z ∇ℓ(z, θ*).
+First order: θ* − τΔ. Second order: θ* − (H + μI)⁻¹Δ with H = ∇²L(θ*; D'), solved by
+``exact`` (dense Hessian + Cholesky, or a cached factorisation + Woodbury), ``cg`` or ``lissa``
+(see :mod:`unlearning.solvers`).
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from .architectures import flatten, unflatten
-from .hessian import cholesky, cholesky_solve, dense_hessian, largest_eigenvalue
+from .factorization import (
+    Factorization,
+    augment,
+    flat_perm,
+    glm_blocks,
+    glm_diagonal,
+    is_linear,
+    linear_dims,
+    logit_curvature,
+    low_rank_factor,
+)
+from .hessian import cholesky, cholesky_solve, dense_hessian, power_iteration
 from .model import TrainedModel, resolve_device, to_tensors
 from .objective import Objective
 from .options import UnlearnOptions
+from .solvers import (
+    block_preconditioner,
+    conjugate_gradient,
+    hutchinson_diagonal,
+    jacobi_preconditioner,
+    kronecker_preconditioner,
+    lissa,
+)
+
+#: Rows used to build the block preconditioner (a scaled subsample beyond this; it only has to
+#: approximate H, the CG stopping rule uses exact products).
+BLOCK_PRECOND_ROWS = 8192
 
 
 @dataclass
@@ -24,6 +55,238 @@ class UpdateResult:
     metrics: dict
 
 
+@dataclass
+class _Data:
+    """A signed multiset of points: Σ_z over ``base`` plus Σ sign·(rows of each extra part).
+
+    Represents the intermediate data sets of a chunked update, D' + Z_rest − Z̃_rest, without
+    materialising them. The regulariser is counted once.
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    extra: list[tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=list)
+
+    def parts(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        return [(self.X, self.y, 1.0), *[e for e in self.extra if e[0].shape[0]]]
+
+    def gradient(self, obj: Objective, theta: torch.Tensor) -> torch.Tensor:
+        g = obj.gradient(theta, self.X, self.y)
+        for X, y, s in self.extra:
+            if X.shape[0]:
+                g = g + s * obj.grad_sum(theta, X, y)
+        return g
+
+    def value(self, obj: Objective, theta: torch.Tensor) -> float:
+        f = float(obj.value(theta, self.X, self.y))
+        for X, y, s in self.extra:
+            if X.shape[0]:
+                f += s * float(obj.data_loss(theta, X, y))
+        return f
+
+    def hvp(self, obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = obj.hvp(theta, self.X, self.y, v)
+        for X, y, s in self.extra:
+            if X.shape[0]:
+                out = out + s * (obj.hvp(theta, X, y, v) - obj.l2 * v)
+        return out
+
+    def dense_hessian(self, obj: Objective, theta: torch.Tensor) -> torch.Tensor:
+        H = dense_hessian(obj, theta, self.X, self.y)
+        eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        for X, y, s in self.extra:
+            if X.shape[0]:
+                H = H + s * (dense_hessian(obj, theta, X, y) - obj.l2 * eye)
+        return H
+
+
+def layer_subset(shapes: dict[str, tuple[int, ...]], last_k: int | None) -> list[str]:
+    """Parameter names of the last ``last_k`` layers (all names when None).
+
+    A layer is the prefix before the final "." of a name ("fc2.weight" → "fc2"; names without
+    "." share the layer ""), in the order of first appearance in ``shapes``.
+    """
+    names = list(shapes)
+    if last_k is None:
+        return names
+    layers: list[str] = []
+    for n in names:
+        prefix = n.rsplit(".", 1)[0] if "." in n else ""
+        if prefix not in layers:
+            layers.append(prefix)
+    chosen = set(layers[-last_k:])
+    return [n for n in names if (n.rsplit(".", 1)[0] if "." in n else "") in chosen]
+
+
+def _subset_index(shapes: dict[str, tuple[int, ...]], names: list[str]) -> torch.Tensor:
+    idx, offset = [], 0
+    for n, shape in shapes.items():
+        size = math.prod(shape)
+        if n in names:
+            idx.append(torch.arange(offset, offset + size))
+        offset += size
+    return torch.cat(idx)
+
+
+def _split(n: int, n_chunks: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, n, n_chunks + 1).round().astype(int)
+    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_chunks)]
+
+
+class _Step:
+    """One update at θ on data ``data`` for the change (Z → Z̃), restricted to index set S."""
+
+    def __init__(
+        self,
+        obj: Objective,
+        theta: torch.Tensor,
+        data: _Data,
+        S: torch.Tensor | None,
+        options: UnlearnOptions,
+    ) -> None:
+        self.obj, self.theta, self.data, self.S, self.options = obj, theta, data, S, options
+        self.p = theta.shape[0]
+        self.q = self.p if S is None else int(S.shape[0])
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """(H_SS + μI) v for v (q,)."""
+        mu = self.options.damping
+        if self.S is None:
+            return self.data.hvp(self.obj, self.theta, v) + mu * v
+        full = torch.zeros_like(self.theta)
+        full[self.S] = v
+        return self.data.hvp(self.obj, self.theta, full)[self.S] + mu * v
+
+    def dense(self) -> torch.Tensor:
+        """Dense H_SS (+ μI) (q, q): closed form for the full set, HVP columns otherwise."""
+        if self.S is None:
+            H = self.data.dense_hessian(self.obj, self.theta)
+        else:
+            eye = torch.eye(self.q, dtype=self.theta.dtype, device=self.theta.device)
+            H = torch.stack([self.hvp(e) for e in eye], dim=1)
+            H = 0.5 * (H + H.T)
+        if self.options.damping:
+            H.diagonal().add_(self.options.damping)
+        return H
+
+    def preconditioner(self, metrics: dict[str, Any]):
+        choice = self.options.preconditioner
+        linear = is_linear(self.obj) and self.S is None
+        if choice == "auto":
+            multiclass = linear and linear_dims(self.obj)[0] > 1
+            choice = ("block" if multiclass else "jacobi") if linear else "none"
+        if choice in ("block", "kronecker") and not linear:
+            metrics["preconditioner_note"] = f"{choice} needs a linear model; used jacobi"
+            choice = "jacobi"
+        metrics["preconditioner"] = choice
+        mu, l2 = self.options.damping, self.obj.l2
+        if choice == "none":
+            return None
+        if choice == "jacobi":
+            if linear:
+                diag = sum(
+                    s * glm_diagonal(self.obj, self.theta, X, y) for X, y, s in self.data.parts()
+                )
+                diag = diag + l2 + mu
+                metrics["preconditioner_diagonal"] = "closed_form"
+            else:
+                diag = hutchinson_diagonal(
+                    self.hvp, self.q, dtype=self.theta.dtype, device=self.theta.device
+                )
+                metrics["preconditioner_diagonal"] = "hutchinson_32"
+            return jacobi_preconditioner(diag)
+        # block / kronecker: linear model, base rows subsampled beyond a cap (scaled by n/rows).
+        k, d = linear_dims(self.obj)
+        perm = flat_perm(k, d, self.theta.device)
+        X, y = self.data.X, self.data.y
+        factor = 1.0
+        if X.shape[0] > BLOCK_PRECOND_ROWS:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            pick = torch.randperm(X.shape[0], generator=gen)[:BLOCK_PRECOND_ROWS].to(X.device)
+            factor = X.shape[0] / BLOCK_PRECOND_ROWS
+            X, y = X[pick], y[pick]
+            metrics["preconditioner_rows"] = BLOCK_PRECOND_ROWS
+        if choice == "kronecker":
+            C = logit_curvature(self.obj, self.theta, X, y)
+            A = C.mean(0)
+            Xt = augment(X)
+            B = factor * (Xt.T @ Xt)
+            for Xe, _, s in self.data.extra:
+                if Xe.shape[0]:
+                    Xte = augment(Xe)
+                    B = B + s * (Xte.T @ Xte)
+            return kronecker_preconditioner(A, B, l2 + mu, perm)
+        blocks = factor * glm_blocks(self.obj, self.theta, X, y)
+        for Xe, ye, s in self.data.extra:
+            if Xe.shape[0]:
+                blocks = blocks + s * glm_blocks(self.obj, self.theta, Xe, ye)
+        blocks = blocks + (l2 + mu) * torch.eye(
+            blocks.shape[1], dtype=blocks.dtype, device=blocks.device
+        )
+        return block_preconditioner(blocks, perm)
+
+
+def _second_order(
+    step: _Step,
+    b: torch.Tensor,
+    options: UnlearnOptions,
+    metrics: dict[str, Any],
+    factorization: Factorization | None,
+    woodbury: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """x ≈ (H_SS + μI)⁻¹ b by the chosen solver; fills ``metrics``."""
+    solver = options.solver
+    if solver == "auto":
+        solver = "exact" if step.q <= options.exact_max_params else "cg"
+    metrics["solver_requested"] = options.solver
+    t0 = time.perf_counter()
+    if solver == "exact":
+        if step.q > options.exact_max_params:
+            raise ValueError(
+                f"solver 'exact' needs a dense Hessian of {step.q} parameters, above "
+                f"exact_max_params={options.exact_max_params}; use 'cg' or 'lissa'"
+            )
+        if factorization is not None and woodbury is not None:
+            x = factorization.woodbury_solve(b, *woodbury)
+            mu = factorization.damping
+            metrics.update(
+                factorization="cached-woodbury",
+                woodbury_rank=int(woodbury[0].shape[1] + woodbury[1].shape[1]),
+            )
+        else:
+            L, mu = cholesky(step.dense())
+            x = cholesky_solve(L, b)
+            metrics["factorization"] = "rebuilt"
+        metrics.update(solver="cholesky", iterations=1, damping=options.damping + mu)
+        metrics["solve_time_s"] = time.perf_counter() - t0
+        rel = float((b - step.hvp(x) - mu * x).norm()) / max(float(b.norm()), 1e-300)
+        metrics.update(relative_residual=rel, converged=bool(rel <= 1e-6))
+        return x
+    if solver == "cg":
+        M = step.preconditioner(metrics)
+        max_iter = options.cg_max_iter or max(1, min(step.q, 1000))
+        x, info = conjugate_gradient(
+            step.hvp, b, tol=options.cg_tol, max_iter=max_iter, preconditioner=M
+        )
+        metrics.update(solver="cg", damping=options.damping, **info)
+    else:
+        x, info = lissa(
+            step.hvp,
+            b,
+            scale=options.lissa_scale,
+            depth=options.lissa_depth,
+            repeats=options.lissa_repeats,
+            tol=options.lissa_tol,
+        )
+        metrics.update(
+            solver="lissa",
+            damping=options.damping,
+            **{("lissa_" + k if k in ("scale", "retries") else k): v for k, v in info.items()},
+        )
+    metrics["solve_time_s"] = time.perf_counter() - t0
+    return x
+
+
 def unlearn(
     model: TrainedModel,
     X_after: np.ndarray,
@@ -33,21 +296,37 @@ def unlearn(
     Zt_X: np.ndarray,
     Zt_y: np.ndarray,
     options: UnlearnOptions,
+    *,
+    factorization: Factorization | None = None,
 ) -> UpdateResult:
     """Move θ* as if the model had been trained on the corrected data D'.
 
     X_after (n', d), y_after (n',): the whole corrected training set D'. Z_X (m, d), Z_y (m,):
     the affected points as they are now; Zt_X, Zt_y: the same points after correction (shape
-    (0, d) / (0,) for a deletion). Δ = Σ_{Z̃} ∇ℓ(z̃, θ*) − Σ_Z ∇ℓ(z, θ*) from per-sample gradients.
+    (0, d) / (0,) for a deletion). Δ = Σ_{Z̃} ∇ℓ(z̃, θ*) − Σ_Z ∇ℓ(z, θ*) from per-sample gradients
+    (torch.func grad + vmap, in batches).
 
-    - second order: θ' = θ* − H⁻¹Δ, H = ∇²L(θ*; D') dense, solved by Cholesky;
-    - first order: θ' = θ* − τΔ (τ from ``options`` or 1/λ̂_max of that Hessian).
+    - second order: θ' = θ* − (H + μI)⁻¹Δ, H = ∇²L(θ*; D'), μ = ``options.damping``, solved by
+      ``options.solver`` (see :class:`UnlearnOptions`);
+    - first order: θ' = θ* − τΔ (τ from ``options`` or 1/λ̂_max of H + μI);
+    - ``last_k_layers`` restricts Δ, H and the step to a parameter subset; ``chunk_size``
+      applies the change in consecutive chunks, each a full update at the current θ on the data
+      with the previous chunks applied (D' + Z_rest − Z̃_rest, never materialised).
+    - ``factorization``: a cached :class:`Factorization` of this version (H on the *current*
+      data D = D' + Z − Z̃ at θ*). Used for an exact linear-model solve with a Woodbury
+      correction H_D' = H_D − U_Z U_Zᵀ + U_Z̃ U_Z̃ᵀ when solver resolves to exact, no subset,
+      one chunk and μ = 0; otherwise the Hessian is rebuilt and ``factorization_note`` says why.
 
-    metrics: ``update_norm`` ‖θ' − θ*‖₂, ``gradient_residual`` ‖∇L(θ'; D')‖₂,
-    ``gradient_residual_before`` ‖∇L(θ*; D')‖₂, ``delta_norm`` ‖Δ‖₂, ``wall_time_s``,
-    ``solver`` ("cholesky" | "none"), ``damping`` (second order), ``tau`` and ``tau_source``
-    ("power_iteration" | "option", first order), ``step_size`` (1.0 unless
-    ``line_search``), ``n_affected`` = max(|Z|, |Z̃|).
+    metrics: ``update_norm`` ‖θ' − θ*‖₂, ``gradient_residual`` ‖∇L(θ'; D')‖₂ (w.r.t. all
+    parameters), ``gradient_residual_subset`` (w.r.t. the updated subset, with
+    ``last_k_layers``), ``gradient_residual_before`` ‖∇L(θ*; D')‖₂, ``delta_norm`` ‖Δ‖₂,
+    ``wall_time_s``, ``solver`` ("cholesky" | "cg" | "lissa" | "none"), ``solver_requested``,
+    ``iterations``, ``relative_residual`` ‖b − (H + μI)x‖/‖b‖, ``converged``, ``damping`` (μ plus
+    any Cholesky safeguard), ``factorization`` ("cached-woodbury" | "rebuilt", exact only),
+    ``preconditioner`` (cg), ``solve_time_s``, ``tau`` and ``tau_source`` ("power_iteration" |
+    "option", first order), ``step_size`` (1.0 unless ``line_search``), ``n_affected`` =
+    max(|Z|, |Z̃|), ``chunks``, ``n_updated_params``, ``last_k_layers``. With chunks the solver
+    figures are those of the last chunk and ``iterations`` is summed.
     """
     start = time.perf_counter()
     if not isinstance(options, UnlearnOptions):
@@ -59,53 +338,111 @@ def unlearn(
     Xa, ya = to_tensors(X_after, y_after, d, k, device, dtype, "X_after")
     Zx, Zy = to_tensors(Z_X, Z_y, d, k, device, dtype, "Z_X")
     Ztx, Zty = to_tensors(Zt_X, Zt_y, d, k, device, dtype, "Zt_X")
-    theta = flatten({n: t.to(device) for n, t in model.params.items()}, obj.shapes).to(dtype)
+    theta0 = flatten({n: t.to(device) for n, t in model.params.items()}, obj.shapes).to(dtype)
+    theta0 = theta0.detach()
 
-    delta = obj.grad_sum(theta, Ztx, Zty) - obj.grad_sum(theta, Zx, Zy)
+    names = layer_subset(obj.shapes, options.last_k_layers)
+    S = None if len(names) == len(obj.shapes) else _subset_index(obj.shapes, names).to(device)
+    q = obj.n_params if S is None else int(S.shape[0])
+
+    m, mt = Zx.shape[0], Ztx.shape[0]
+    n_chunks = 1
+    if options.chunk_size is not None and max(m, mt) > options.chunk_size:
+        n_chunks = math.ceil(max(m, mt) / options.chunk_size)
+    zs, zts = _split(m, n_chunks), _split(mt, n_chunks)
+
     metrics: dict[str, Any] = {}
-    if options.method == "second_order":
-        H = dense_hessian(obj, theta, Xa, ya)
-        L, mu = cholesky(H)
-        update = -cholesky_solve(L, delta)
-        metrics.update(solver="cholesky", damping=mu)
-    else:
-        if options.tau is not None:
-            tau, source = options.tau, "option"
+    fact_ok: Factorization | None = None
+    if factorization is not None:
+        why = factorization.matches(model, theta0.to("cpu"))
+        if why is None and not is_linear(obj):
+            why = "not a linear model"
+        if why is None and (S is not None or n_chunks > 1 or options.damping):
+            why = "last_k_layers, chunk_size or damping in use"
+        if why is None and factorization.n_rows != Xa.shape[0] + m - mt:
+            why = f"factorised data has {factorization.n_rows} rows, D' + Z − Z̃ has " + str(
+                Xa.shape[0] + m - mt
+            )
+        if why is None:
+            fact_ok = factorization
         else:
-            lam_max = largest_eigenvalue(obj, theta, Xa, ya)
-            tau, source = 1.0 / lam_max, "power_iteration"
-            metrics["lambda_max"] = lam_max
-        update = -tau * delta
-        metrics.update(solver="none", tau=tau, tau_source=source)
+            metrics["factorization_note"] = f"cache not used: {why}"
+
+    theta = theta0
+    total_delta_sq = 0.0
+    total_iters = 0
     step_size = 1.0
-    if options.line_search:
-        f0, g0 = obj.value_and_grad(theta, Xa, ya)
-        slope = float(g0.dot(update))
-        while step_size >= 2.0**-30:
-            if (
-                float(obj.value(theta + step_size * update, Xa, ya))
-                <= f0 + 1e-4 * step_size * slope
-            ):
-                break
-            step_size *= 0.5
+    for c in range(n_chunks):
+        (a0, a1), (b0, b1) = zs[c], zts[c]
+        cZx, cZy, cZtx, cZty = Zx[a0:a1], Zy[a0:a1], Ztx[b0:b1], Zty[b0:b1]
+        # Data after this chunk: D' + Z[later chunks] − Z̃[later chunks].
+        data = _Data(Xa, ya, [(Zx[a1:], Zy[a1:], 1.0), (Ztx[b1:], Zty[b1:], -1.0)])
+        delta = obj.grad_sum(theta, cZtx, cZty) - obj.grad_sum(theta, cZx, cZy)
+        total_delta_sq += float(delta.norm()) ** 2
+        step = _Step(obj, theta, data, S, options)
+        b = delta if S is None else delta[S]
+        cm: dict[str, Any] = {}
+        if options.method == "second_order":
+            wb = None
+            if fact_ok is not None:
+                wb = (
+                    low_rank_factor(obj, theta, cZx, cZy),
+                    low_rank_factor(obj, theta, cZtx, cZty),
+                )
+            upd = -_second_order(step, b, options, cm, fact_ok, wb)
         else:
-            step_size = 0.0
-        update = step_size * update
-    new_theta = theta + update
-    residual = float(obj.gradient(new_theta, Xa, ya).norm())
-    before = float(obj.gradient(theta, Xa, ya).norm())
+            if options.tau is not None:
+                tau, source = options.tau, "option"
+            else:
+                lam_max = power_iteration(step.hvp, q, dtype=dtype, device=device)
+                tau, source = 1.0 / lam_max, "power_iteration"
+                cm["lambda_max"] = lam_max
+            upd = -tau * b
+            cm.update(solver="none", tau=tau, tau_source=source, damping=options.damping)
+        update = torch.zeros_like(theta)
+        if S is None:
+            update = upd
+        else:
+            update[S] = upd
+        if options.line_search:
+            f0 = data.value(obj, theta)
+            g0 = data.gradient(obj, theta)
+            slope = float(g0.dot(update))
+            step_size = 1.0
+            while step_size >= 2.0**-30:
+                if data.value(obj, theta + step_size * update) <= f0 + 1e-4 * step_size * slope:
+                    break
+                step_size *= 0.5
+            else:
+                step_size = 0.0
+            update = step_size * update
+        theta = theta + update
+        total_iters += int(cm.get("iterations", 0) or 0)
+        metrics.update(cm)
+    if options.method == "second_order":
+        metrics["iterations"] = total_iters
+
+    new_theta = theta
+    g_after = obj.gradient(new_theta, Xa, ya)
+    residual = float(g_after.norm())
+    before = float(obj.gradient(theta0, Xa, ya).norm())
     params = {
         n: t.detach().to("cpu").contiguous().clone()
         for n, t in unflatten(new_theta, obj.shapes).items()
     }
     new_model = TrainedModel(dict(model.architecture), params, d, k, model.l2, dict(model.training))
+    if S is not None:
+        metrics["gradient_residual_subset"] = float(g_after[S].norm())
     metrics.update(
-        update_norm=float(update.norm()),
+        update_norm=float((new_theta - theta0).norm()),
         gradient_residual=residual,
         gradient_residual_before=before,
-        delta_norm=float(delta.norm()),
+        delta_norm=math.sqrt(total_delta_sq),
         step_size=step_size,
-        n_affected=int(max(Zx.shape[0], Ztx.shape[0])),
+        n_affected=int(max(m, mt)),
+        chunks=n_chunks,
+        n_updated_params=q,
+        last_k_layers=options.last_k_layers,
         wall_time_s=time.perf_counter() - start,
     )
     return UpdateResult(new_model, options.method, metrics)

@@ -1,41 +1,46 @@
-"""Job flows: training version 1 and applying an unlearning request.
+"""Job flows: training version 1, applying an unlearning request, verifying a version.
 
 Each flow loads what it needs, computes without holding a database transaction, writes the
 artifacts (content-addressed, so a rerun rewrites the same bytes), then commits everything the
 job produces in one transaction fenced on its lease: the model version (unique per job), the new
 dataset version, the job result, the redacted request and the audit event. After the commit the
-superseded dataset version is erased from the store.
+superseded dataset version is erased from the store, and for convex models the factorisation
+of the new version's Hessian is built and cached for the next request.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.audit import append_event
-from app.datasets import TabularData
+from app.datasets import TabularData, TextCorpus, load_text
 from app.db import session_scope
 from app.lookups import current_dataset_version, load_dataset, store
 from app.orm import Dataset, DatasetVersion, Job, Model, ModelVersion, UnlearningRequest, utcnow
 from app.settings import get_settings
+from models_store import ArtifactNotFound
 from unlearning import (
+    Factorization,
     TrainedModel,
     TrainingOptions,
     UnlearnOptions,
+    build_factorization,
     evaluate,
     model_from_safetensors,
     model_to_safetensors,
-    parameter_count,
     train,
     unlearn,
 )
+from unlearning.architectures import get_spec
+from workers.changes import Change, tabular_change, text_change
 from workers.outcomes import purge_superseded_datasets, redacted_payload
 from workers.runner import JobContext, JobFailed, _finish
+from workers.strategy import bad_evidence, tiers, update_options
 
 log = logging.getLogger("unlearnd.worker")
 
@@ -45,18 +50,92 @@ def execute(ctx: JobContext) -> None:
         job = s.get(Job, ctx.job_id)
         assert job is not None
         kind = job.kind
-    if kind == "train":
-        train_flow(ctx)
-    elif kind == "unlearn":
-        unlearn_flow(ctx)
-    elif kind == "verify":
-        verify_flow(ctx)
-    else:
+    flows = {"train": train_flow, "unlearn": unlearn_flow, "verify": verify_flow}
+    if kind not in flows:
         raise JobFailed(f"Unknown job kind '{kind}'.")
+    flows[kind](ctx)
 
 
-def _training_options(model: Model) -> TrainingOptions:
-    return TrainingOptions.from_dict({**model.training, "device": get_settings().resolved_device()})
+def _training_options(training: dict[str, Any]) -> TrainingOptions:
+    return TrainingOptions.from_dict({**training, "device": get_settings().resolved_device()})
+
+
+def _load_data(kind: str, sha256: str) -> TabularData | TextCorpus:
+    if kind == "text":
+        try:
+            return load_text(store().get(sha256))
+        except ArtifactNotFound as exc:
+            raise JobFailed("The corpus of this dataset version was erased.") from exc
+    return load_dataset(sha256)
+
+
+def _train_from_scratch(
+    architecture: dict[str, Any], data: TabularData | TextCorpus, training: dict[str, Any]
+) -> tuple[TrainedModel, dict[str, Any]]:
+    """Train on a whole dataset version (the vocabulary of a text model comes from its corpus)."""
+    try:
+        if isinstance(data, TextCorpus):
+            from unlearning.text import train_text
+
+            return train_text(architecture, data.text, _training_options(training))
+        return train(architecture, data.X, data.y, data.n_classes, _training_options(training))
+    except ValueError as exc:
+        raise JobFailed(f"Training failed: {exc}") from exc
+
+
+def _training_arrays(
+    model: TrainedModel, data: TabularData | TextCorpus
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of the model's training points on ``data``."""
+    if isinstance(data, TextCorpus):
+        from unlearning.text import windows
+
+        arch = model.architecture
+        return windows(data.text, int(arch["window"]), 1, arch["vocabulary"])
+    return data.X, data.y
+
+
+def _cache_factorization(
+    model_id: str, version: int, model: TrainedModel, X: np.ndarray, y: np.ndarray
+) -> None:
+    """Build and store the factorisation of a new convex version (H at its θ on its data), and
+    drop the previous version's (derived data, rebuildable)."""
+    settings = get_settings()
+    spec = get_spec(model.architecture)
+    n_params = sum(int(t.numel()) for t in model.params.values())
+    if not spec.convex or n_params > settings.exact_max_params:
+        return
+    try:
+        fact = build_factorization(
+            model, X, y, device=settings.resolved_device(), max_params=settings.exact_max_params
+        )
+    except (ValueError, RuntimeError):
+        log.warning(
+            "factorisation of %s v%d failed; requests will rebuild it",
+            model_id,
+            version,
+            exc_info=True,
+        )
+        return
+    sha = store().put(fact.to_bytes())
+    with session_scope() as s:
+        old = s.scalars(
+            select(ModelVersion.factorization_sha256)
+            .where(ModelVersion.model_id == model_id, ModelVersion.version < version)
+            .where(ModelVersion.factorization_sha256.is_not(None))
+        ).all()
+        s.execute(
+            update(ModelVersion)
+            .where(ModelVersion.model_id == model_id, ModelVersion.version < version)
+            .values(factorization_sha256=None)
+        )
+        s.execute(
+            update(ModelVersion)
+            .where(ModelVersion.model_id == model_id, ModelVersion.version == version)
+            .values(factorization_sha256=sha)
+        )
+    for key in set(old) - {sha}:
+        store().delete(key)
 
 
 def train_flow(ctx: JobContext) -> None:
@@ -68,42 +147,40 @@ def train_flow(ctx: JobContext) -> None:
         ds = s.get(Dataset, model.dataset_id)
         assert ds is not None
         dv = current_dataset_version(s, ds)
-        dataset_sha, dataset_version = dv.sha256, dv.version
+        dataset_sha, dataset_version, dataset_kind = dv.sha256, dv.version, ds.kind
     ctx.report("loading data", 0.05)
-    data = load_dataset(dataset_sha)
+    data = _load_data(dataset_kind, dataset_sha)
     ctx.report("training", 0.1)
-    trained, metrics = train(
-        model.architecture, data.X, data.y, data.n_classes, _training_options(model)
-    )
+    trained, metrics = _train_from_scratch(model.architecture, data, model.training)
     ctx.report("saving", 0.9)
     weights = model_to_safetensors(trained)
     sha = store().put(weights)
+    X, y = _training_arrays(trained, data)
     metrics = {
         **metrics,
-        "n_parameters": parameter_count(model.architecture, data.n_features, data.n_classes),
-        "n_records": data.n_records,
+        "n_parameters": sum(int(t.numel()) for t in trained.params.values()),
+        "n_records": data.n_chars if isinstance(data, TextCorpus) else data.n_records,
+        "n_training_points": len(y),
     }
     with session_scope() as s:
         job = ctx.fence(s)
-        existing = s.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
-        if existing is None:
-            mv = ModelVersion(
-                model_id=model.id,
-                version=1,
-                parent=None,
-                job_id=job.id,
-                dataset_version=dataset_version,
-                request_ids=[],
-                sha256=sha,
-                size_bytes=len(weights),
-                metrics={"training": metrics},
-                certificate=None,
-                created_at=utcnow(),
+        if s.scalar(select(ModelVersion.id).where(ModelVersion.job_id == job.id)) is None:
+            s.add(
+                ModelVersion(
+                    model_id=model.id,
+                    version=1,
+                    parent=None,
+                    job_id=job.id,
+                    dataset_version=dataset_version,
+                    request_ids=[],
+                    sha256=sha,
+                    size_bytes=len(weights),
+                    metrics={"training": metrics},
+                    certificate=None,
+                    created_at=utcnow(),
+                )
             )
-            s.add(mv)
-            s.execute(
-                Model.__table__.update().where(Model.id == model.id).values(current_version=1)
-            )
+            s.execute(update(Model).where(Model.id == model.id).values(current_version=1))
             append_event(
                 s,
                 get_settings().resolved_secret_key(),
@@ -115,138 +192,123 @@ def train_flow(ctx: JobContext) -> None:
                     "version": 1,
                     "sha256": sha,
                     "dataset_version": dataset_version,
-                    "grad_norm": metrics["grad_norm"],
+                    "grad_norm": metrics.get("grad_norm"),
                 },
             )
         _finish(
             s, job, "succeeded", result={"model_version": 1, "method": "train", "metrics": metrics}
         )
+    _cache_factorization(model.id, 1, trained, X, y)
 
 
-@dataclass
-class Change:
-    """The affected rows of a request: Z = data[rows] as it is, Z̃ its corrected form, and the
-    corrected dataset D'."""
-
-    rows: np.ndarray
-    Z_X: np.ndarray
-    Z_y: np.ndarray
-    Zt_X: np.ndarray
-    Zt_y: np.ndarray
-    after: TabularData
-    record_ids: list[str]
-    already_erased: int = 0
-
-
-def resolve_change(kind: str, payload: dict[str, Any], data: TabularData) -> Change:
-    """Find Z through the dataset's id index (no scan per request) and build Z̃ and D'."""
-    d = data.n_features
-    if kind == "delete_records":
-        if payload.get("subject_id"):
-            rows = np.array(data.rows_of_subject.get(payload["subject_id"], []), dtype=np.int64)
-            missing = 0
-        else:
-            ids = payload["record_ids"]
-            found = [data.row_of[r] for r in ids if r in data.row_of]
-            rows, missing = np.array(found, dtype=np.int64), len(ids) - len(found)
-        if rows.size == 0:
-            raise JobFailed(
-                "None of the records of this request remain in the dataset: they "
-                "were erased by an earlier request."
-            )
-        if rows.size >= data.n_records:
-            raise JobFailed(
-                "The request would erase every record of the dataset; delete the model instead."
-            )
-        rows.sort()
-        return Change(
-            rows,
-            data.X[rows],
-            data.y[rows],
-            np.zeros((0, d), data.X.dtype),
-            np.zeros(0, np.int64),
-            data.without_rows(rows),
-            data.record_ids[rows].tolist(),
-            missing,
-        )
-    X_new, y_new = data.X.copy(), data.y.copy()
-    if kind == "correct_labels":
-        pairs = [
-            (data.row_of[c["record_id"]], c["label"])
-            for c in payload["corrections"]
-            if c["record_id"] in data.row_of
-        ]
-        rows = np.array([r for r, _ in pairs], dtype=np.int64)
-        for r, label in pairs:
-            if label >= data.n_classes:
-                raise JobFailed(f"Label {label} is not a class of this model.")
-            y_new[r] = label
-    elif kind == "correct_features":
-        col = {n: j for j, n in enumerate(data.feature_names.tolist())}
-        rows_list = []
-        for c in payload["corrections"]:
-            if c["record_id"] not in data.row_of:
-                continue
-            r = data.row_of[c["record_id"]]
-            rows_list.append(r)
-            for name, value in c["features"].items():
-                X_new[r, col[name]] = value
-        rows = np.array(rows_list, dtype=np.int64)
-    elif kind == "remove_features":
-        col = {n: j for j, n in enumerate(data.feature_names.tolist())}
-        cols = [col[n] for n in payload["features"]]
-        rows = np.flatnonzero((data.X[:, cols] != 0).any(axis=1))
-        X_new[np.ix_(rows, cols)] = 0
-    else:
-        raise JobFailed(f"Request kind '{kind}' is not supported for tabular models.")
-    if rows.size == 0:
-        raise JobFailed("The request affects no record of the current dataset.")
-    after = TabularData(X_new, y_new, data.record_ids, data.subject_ids, data.feature_names)
-    return Change(
-        rows,
-        data.X[rows],
-        data.y[rows],
-        X_new[rows],
-        y_new[rows],
-        after,
-        data.record_ids[rows].tolist(),
-    )
-
-
-def choose_method(requested: str, n_params: int) -> tuple[str, str]:
-    """Resolve ``auto``: exact second order while the dense Hessian fits the configured size
-    (``UNLEARND_EXACT_MAX_PARAMS``), first order beyond."""
-    limit = get_settings().exact_max_params
-    if requested == "auto":
-        if n_params <= limit:
-            return "second_order", f"auto: {n_params} parameters ≤ {limit}, exact Newton step"
-        return "first_order", f"auto: {n_params} parameters > {limit}, no dense Hessian"
-    if requested == "second_order" and n_params > limit:
-        raise JobFailed(
-            f"second_order needs a dense Hessian of {n_params}² entries, above "
-            f"UNLEARND_EXACT_MAX_PARAMS={limit}; use auto, first_order or retrain."
-        )
-    return requested, "requested"
-
-
-def _fidelity(model: TrainedModel, change: Change) -> dict[str, Any]:
-    """Loss/accuracy on D' (fidelity) and on the affected records (efficacy)."""
-    out = {"train": evaluate(model, change.after.X, change.after.y)}
+def _evaluate(model: TrainedModel, change: Change) -> dict[str, Any]:
+    """Loss/accuracy on D' (fidelity) and on the affected points (efficacy)."""
+    out = {
+        "train": evaluate(model, change.X_after, change.y_after),
+        "affected_original": evaluate(model, change.Z_X, change.Z_y),
+    }
     if change.Zt_X.shape[0]:
         out["affected_corrected"] = evaluate(model, change.Zt_X, change.Zt_y)
-    out["affected_original"] = evaluate(model, change.Z_X, change.Z_y)
     return out
 
 
-def bad_evidence(model: TrainedModel, metrics: dict[str, Any]) -> str | None:
-    """Why an update cannot be trusted, or ``None``: non-finite parameters, or a gradient
-    residual on the corrected data worse than before the update (the step overshot)."""
-    if not all(bool(np.isfinite(t.numpy()).all()) for t in model.params.values()):
-        return "the update produced non-finite parameters"
-    after, before = metrics.get("gradient_residual"), metrics.get("gradient_residual_before")
-    if after is not None and before is not None and not after <= before:
-        return f"the gradient residual on the corrected data rose from {before:.3g} to {after:.3g}"
-    return None
+def _param_distance(a: TrainedModel, b: TrainedModel) -> float:
+    return float(sum(float(((a.params[k] - b.params[k]) ** 2).sum()) for k in b.params) ** 0.5)
+
+
+def apply_request(
+    before: TrainedModel,
+    change: Change,
+    requested: str,
+    overrides: dict[str, Any],
+    factorization: Factorization | None,
+    training: dict[str, Any],
+    report: Any = None,
+) -> tuple[TrainedModel, str, dict[str, Any]]:
+    """Run the tiers of :mod:`workers.strategy` until one's evidence is good (or the last).
+
+    Returns the new model, the method that produced it and its metrics, with ``attempts``
+    listing every tier tried and why it was left."""
+    settings = get_settings()
+    convex = get_spec(before.architecture).convex
+    plan = tiers(requested, convex)
+    attempts: list[dict[str, Any]] = []
+    loss_before = evaluate(before, change.X_after, change.y_after)["loss"]
+    for i, method in enumerate(plan):
+        if report is not None:
+            report(f"updating ({method})", 0.2 + 0.6 * i / len(plan))
+        started = time.perf_counter()
+        if method == "retrain":
+            try:
+                model, tm = train(
+                    before.architecture,
+                    change.X_after,
+                    change.y_after,
+                    before.n_classes,
+                    _training_options(training),
+                )
+            except ValueError as exc:
+                raise JobFailed(f"Retraining failed: {exc}") from exc
+            metrics: dict[str, Any] = {"retraining": tm, "gradient_residual": tm.get("grad_norm")}
+        else:
+            try:
+                options = UnlearnOptions(
+                    **update_options(
+                        method,
+                        convex,
+                        len(change.y_after),
+                        overrides,
+                        settings.exact_max_params,
+                        settings.resolved_device(),
+                    )
+                )
+                result = unlearn(
+                    before,
+                    change.X_after,
+                    change.y_after,
+                    change.Z_X,
+                    change.Z_y,
+                    change.Zt_X,
+                    change.Zt_y,
+                    options,
+                    factorization=factorization if method == "second_order" else None,
+                )
+            except ValueError as exc:
+                raise JobFailed(f"The {method} update cannot run: {exc}") from exc
+            model, metrics = result.model, dict(result.metrics)
+        metrics["wall_time_s"] = time.perf_counter() - started
+        metrics["update_norm"] = _param_distance(model, before)
+        loss_after = evaluate(model, change.X_after, change.y_after)["loss"]
+        verdict = (
+            None
+            if method == "retrain"
+            else bad_evidence(
+                model, metrics, None if convex else loss_before, None if convex else loss_after
+            )
+        )
+        attempts.append(
+            {
+                "method": method,
+                "wall_time_s": metrics["wall_time_s"],
+                "gradient_residual": metrics.get("gradient_residual"),
+                "loss_after": loss_after,
+                "rejected": verdict,
+            }
+        )
+        if verdict is None or i == len(plan) - 1:
+            if verdict is not None:
+                metrics["evidence_warning"] = verdict
+            metrics["attempts"] = attempts
+            metrics["wall_time_s"] = sum(a["wall_time_s"] for a in attempts)
+            if requested == "auto":
+                reasons = [f"{a['method']} rejected: {a['rejected']}" for a in attempts[:-1]]
+                metrics["method_reason"] = "; ".join(
+                    [f"auto for a {'convex' if convex else 'non-convex'} model", *reasons]
+                )
+            else:
+                metrics["method_reason"] = "requested"
+            return model, method, metrics
+    raise AssertionError("unreachable")
 
 
 def unlearn_flow(ctx: JobContext) -> None:
@@ -259,8 +321,8 @@ def unlearn_flow(ctx: JobContext) -> None:
         assert req is not None and model is not None
         if model.current_version is None:
             raise JobFailed(
-                f"Model '{model.name}' has no trained version (its training "
-                "failed); train a new model and resubmit."
+                f"Model '{model.name}' has no trained version (its training failed); train a "
+                "new model and resubmit."
             )
         mv = s.scalar(
             select(ModelVersion).where(
@@ -270,78 +332,60 @@ def unlearn_flow(ctx: JobContext) -> None:
         ds = s.get(Dataset, model.dataset_id)
         assert mv is not None and ds is not None
         dv = current_dataset_version(s, ds)
-        weights_sha, base_version, train_metrics = mv.sha256, mv.version, mv.metrics
-        dataset_sha, dataset_version = dv.sha256, dv.version
+        weights_sha, base_version, base_metrics = mv.sha256, mv.version, mv.metrics
+        factorization_sha = mv.factorization_sha256
+        dataset_sha, dataset_version, dataset_kind = dv.sha256, dv.version, ds.kind
         req_kind, payload = req.kind, dict(req.payload)
     ctx.report("loading", 0.05)
-    data = load_dataset(dataset_sha)
+    data = _load_data(dataset_kind, dataset_sha)
     before = model_from_safetensors(store().get(weights_sha))
-    change = resolve_change(req_kind, payload, data)
-    n_params = parameter_count(model.architecture, data.n_features, data.n_classes)
-    method, why = choose_method(payload.get("method", "auto"), n_params)
-    ctx.report(f"updating ({method})", 0.2)
-    started = time.perf_counter()
-    fell_back = None
-
-    def retrain() -> tuple[TrainedModel, dict[str, Any]]:
-        retrained, tmetrics = train(
-            model.architecture,
-            change.after.X,
-            change.after.y,
-            data.n_classes,
-            _training_options(model),
-        )
-        return retrained, {"retraining": tmetrics, "gradient_residual": tmetrics["grad_norm"]}
-
-    update_metrics: dict[str, Any]
-    if method == "retrain":
-        after_model, update_metrics = retrain()
+    if isinstance(data, TextCorpus):
+        if req_kind != "rectify_text":
+            raise JobFailed(f"'{req_kind}' does not apply to a text corpus; use rectify_text.")
+        change = text_change(payload, data, before)
     else:
-        options = UnlearnOptions(
-            method=method, tau=payload.get("tau"), device=settings.resolved_device()
-        )
-        result = unlearn(
-            before,
-            change.after.X,
-            change.after.y,
-            change.Z_X,
-            change.Z_y,
-            change.Zt_X,
-            change.Zt_y,
-            options,
-        )
-        after_model, update_metrics = result.model, dict(result.metrics)
-        fell_back = bad_evidence(after_model, update_metrics)
-        if fell_back is not None and payload.get("method", "auto") == "auto":
-            method = "retrain"
-            after_model, update_metrics = retrain()
-    wall = time.perf_counter() - started
-    update_metrics["update_norm"] = float(
-        sum(((after_model.params[k] - before.params[k]) ** 2).sum() for k in before.params) ** 0.5
+        change = tabular_change(req_kind, payload, data)
+    factorization = None
+    if factorization_sha is not None:
+        try:
+            factorization = Factorization.from_bytes(store().get(factorization_sha))
+        except (ArtifactNotFound, ValueError):
+            log.warning("cached factorisation %s unusable; rebuilding", factorization_sha)
+    started = time.perf_counter()
+    overrides = dict(payload.get("options") or {})
+    if payload.get("tau") is not None:
+        overrides["tau"] = payload["tau"]
+    after_model, method, metrics = apply_request(
+        before,
+        change,
+        payload.get("method", "auto"),
+        overrides,
+        factorization,
+        model.training,
+        ctx.report,
     )
-    ctx.report("evaluating", 0.8)
-    base_train_time = (train_metrics.get("training") or {}).get("wall_time_s")
-    metrics: dict[str, Any] = {
-        **update_metrics,
-        "wall_time_s": wall,
-        "method_reason": why
-        if method != "retrain" or fell_back is None
-        else f"fallback to retraining: {fell_back}",
-        "evidence_warning": fell_back if method != "retrain" else None,
-        "n_affected": int(change.rows.size),
-        "already_erased": change.already_erased,
-        "fidelity_before": _fidelity(before, change),
-        "fidelity_after": _fidelity(after_model, change),
-        "estimated_retrain_s": (
-            base_train_time * change.after.n_records / data.n_records if base_train_time else None
-        ),
-    }
+    ctx.report("evaluating", 0.85)
+    base_train = (base_metrics.get("training") or {}).get("wall_time_s")
+    n_before = len(change.y_after) - len(change.Zt_y) + len(change.Z_y)
+    metrics.update(
+        {
+            "job_compute_s": time.perf_counter() - started,
+            "n_affected": change.n_affected,
+            "already_erased": change.already_erased,
+            "fidelity_before": _evaluate(before, change),
+            "fidelity_after": _evaluate(after_model, change),
+            "estimated_retrain_s": base_train * len(change.y_after) / n_before
+            if base_train
+            else None,
+            **change.details,
+        }
+    )
     ctx.report("saving", 0.9)
     weights = model_to_safetensors(after_model)
     sha = store().put(weights)
-    data_bytes = change.after.to_npz_bytes()
-    data_sha = store().put(data_bytes)
+    data_sha = store().put(change.new_data)
     secret = settings.resolved_secret_key()
+    new_version = base_version + 1
     with session_scope() as s:
         job = ctx.fence(s)
         model_row = s.get(Model, model.id)
@@ -349,17 +393,16 @@ def unlearn_flow(ctx: JobContext) -> None:
         if s.scalar(select(ModelVersion.id).where(ModelVersion.job_id == job.id)) is None:
             if model_row.current_version != base_version:
                 raise RuntimeError("the model moved on while this job ran; recomputing")
-            new_version = base_version + 1
             s.add(
                 DatasetVersion(
                     dataset_id=ds.id,
                     version=dataset_version + 1,
                     parent_version=dataset_version,
-                    n_records=change.after.n_records,
-                    n_features=change.after.n_features,
-                    n_classes=data.n_classes,
+                    n_records=change.n_records_after,
+                    n_features=dv.n_features,
+                    n_classes=dv.n_classes,
                     sha256=data_sha,
-                    size_bytes=len(data_bytes),
+                    size_bytes=len(change.new_data),
                     job_id=job.id,
                     created_at=utcnow(),
                 )
@@ -394,7 +437,7 @@ def unlearn_flow(ctx: JobContext) -> None:
                 model=model.name,
                 request_id=req.id,
                 job_id=job.id,
-                subject_ids=sorted({sid for sid in data.subject_ids[change.rows].tolist() if sid}),
+                subject_ids=change.subject_ids,
                 record_ids=change.record_ids,
                 data={
                     "kind": req_kind,
@@ -413,15 +456,14 @@ def unlearn_flow(ctx: JobContext) -> None:
             result = job.result or {}
         _finish(s, job, "succeeded", result=result)
     purge_superseded_datasets()
-
-
-def _flat(model: TrainedModel) -> np.ndarray:
-    return np.concatenate([t.detach().cpu().numpy().ravel() for t in model.params.values()])
+    _cache_factorization(model.id, new_version, after_model, change.X_after, change.y_after)
 
 
 def verify_flow(ctx: JobContext) -> None:
     """Retrain a reference from scratch on the data of a version and compare: parameter
     distance, prediction agreement and accuracy difference (an auditor's independent check)."""
+    from unlearning import predict_proba
+
     with session_scope() as s:
         job = s.get(Job, ctx.job_id)
         assert job is not None
@@ -444,41 +486,40 @@ def verify_flow(ctx: JobContext) -> None:
                 f"The data of version {mv.version} was erased by a later request; "
                 "verify the current version instead."
             )
-        weights_sha, data_sha, version = mv.sha256, dv.sha256, mv.version
+        weights_sha, data_sha, version, kind = mv.sha256, dv.sha256, mv.version, ds.kind
     ctx.report("loading", 0.05)
-    data = load_dataset(data_sha)
+    data = _load_data(kind, data_sha)
     candidate = model_from_safetensors(store().get(weights_sha))
+    X, y = _training_arrays(candidate, data)
     ctx.report("retraining reference", 0.1)
     started = time.perf_counter()
-    reference, ref_metrics = train(
-        model.architecture, data.X, data.y, data.n_classes, _training_options(model)
-    )
+    try:
+        reference, ref_metrics = train(
+            candidate.architecture, X, y, candidate.n_classes, _training_options(model.training)
+        )
+    except ValueError as exc:
+        raise JobFailed(f"Retraining the reference failed: {exc}") from exc
     retrain_s = time.perf_counter() - started
     ctx.report("comparing", 0.9)
-    from unlearning import predict_proba
-
-    theta_c, theta_r = _flat(candidate), _flat(reference)
-    pred_c = predict_proba(candidate, data.X).argmax(axis=1)
-    pred_r = predict_proba(reference, data.X).argmax(axis=1)
-    acc_c, acc_r = evaluate(candidate, data.X, data.y), evaluate(reference, data.X, data.y)
-    result = {
-        "model_version": version,
-        "method": "verify",
-        "metrics": {
-            "parameter_distance": float(np.linalg.norm(theta_c - theta_r)),
-            "relative_parameter_distance": float(
-                np.linalg.norm(theta_c - theta_r) / max(np.linalg.norm(theta_r), 1e-300)
-            ),
-            "prediction_agreement": float((pred_c == pred_r).mean()),
-            "accuracy_version": acc_c["accuracy"],
-            "accuracy_reference": acc_r["accuracy"],
-            "accuracy_difference": acc_c["accuracy"] - acc_r["accuracy"],
-            "loss_version": acc_c["loss"],
-            "loss_reference": acc_r["loss"],
-            "reference_training": ref_metrics,
-            "retrain_wall_time_s": retrain_s,
-            "n_records": data.n_records,
-        },
+    theta_c = np.concatenate([t.numpy().ravel() for t in candidate.params.values()])
+    theta_r = np.concatenate([t.numpy().ravel() for t in reference.params.values()])
+    agree = float(
+        (predict_proba(candidate, X).argmax(1) == predict_proba(reference, X).argmax(1)).mean()
+    )
+    ev_c, ev_r = evaluate(candidate, X, y), evaluate(reference, X, y)
+    distance = float(np.linalg.norm(theta_c - theta_r))
+    metrics = {
+        "parameter_distance": distance,
+        "relative_parameter_distance": distance / max(float(np.linalg.norm(theta_r)), 1e-300),
+        "prediction_agreement": agree,
+        "accuracy_version": ev_c["accuracy"],
+        "accuracy_reference": ev_r["accuracy"],
+        "accuracy_difference": ev_c["accuracy"] - ev_r["accuracy"],
+        "loss_version": ev_c["loss"],
+        "loss_reference": ev_r["loss"],
+        "reference_training": ref_metrics,
+        "retrain_wall_time_s": retrain_s,
+        "n_records": len(y),
     }
     with session_scope() as s:
         job = ctx.fence(s)
@@ -491,9 +532,17 @@ def verify_flow(ctx: JobContext) -> None:
             job_id=job.id,
             data={
                 "version": version,
-                "relative_parameter_distance": result["metrics"]["relative_parameter_distance"],
-                "prediction_agreement": result["metrics"]["prediction_agreement"],
-                "accuracy_difference": result["metrics"]["accuracy_difference"],
+                "relative_parameter_distance": metrics["relative_parameter_distance"],
+                "prediction_agreement": agree,
+                "accuracy_difference": metrics["accuracy_difference"],
             },
         )
-        _finish(s, job, "succeeded", result=result)
+        _finish(
+            s,
+            job,
+            "succeeded",
+            result={"model_version": version, "method": "verify", "metrics": metrics},
+        )
+
+
+__all__ = ["apply_request", "execute"]

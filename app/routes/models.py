@@ -89,7 +89,23 @@ def create_model(
             "under one model's lineage, so each model needs its own dataset: upload it again."
         )
     dv = current_dataset_version(session, ds)
-    n_params = parameter_count(architecture, dv.n_features, dv.n_classes or 2)
+    is_lm = architecture["kind"] == "char_lstm"
+    if is_lm != (ds.kind == "text"):
+        raise InvalidInput(
+            "A char_lstm trains on a text corpus (dataset kind=text)."
+            if is_lm
+            else f"Dataset '{ds.id}' is a text corpus: it trains a char_lstm language model."
+        )
+    try:
+        n_params = (
+            parameter_count(
+                architecture, dv.n_features or int(architecture.get("window", 1)), dv.n_classes or 2
+            )
+            if architecture["kind"] != "cnn" or "input_shape" in architecture
+            else None
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
     model = Model(
         tenant=principal.tenant,
         name=body.name,

@@ -14,7 +14,7 @@ from app.audit import append_event
 from app.deps import Reader, SessionDep, SettingsDep, Submitter
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound
 from app.jobs import dispatch, new_job
-from app.lookups import current_dataset_version, load_dataset, model_or_404
+from app.lookups import current_dataset_version, load_corpus, load_dataset, model_or_404
 from app.orm import Dataset, Job, Model, UnlearningRequest, utcnow
 from app.schemas import (
     CorrectFeatures,
@@ -43,16 +43,33 @@ def _unknown(ids: list[str], what: str = "record ids") -> InvalidInput:
 
 def validate_against_dataset(session: SessionDep, model: Model, body: Any) -> dict[str, Any]:
     """Check the request against the current data; return the worker's payload."""
-    if isinstance(body, RectifyText):
-        raise InvalidInput(
-            "rectify_text applies to text corpora and language models, which this version of "
-            "unlearnd does not support yet; tabular models take delete_records, "
-            "correct_labels, correct_features or remove_features."
-        )
     ds = session.get(Dataset, model.dataset_id)
     assert ds is not None
+    payload: dict[str, Any] = {"method": body.method}
+    if body.tau is not None:
+        payload["tau"] = body.tau
+    if body.options:
+        payload["options"] = _validated_options(body.options, body.tau)
+    if ds.kind == "text":
+        if not isinstance(body, RectifyText):
+            raise InvalidInput(
+                f"Model '{model.name}' is a language model on a text corpus: it takes "
+                "rectify_text (find/replace), not record-level requests."
+            )
+        text = load_corpus(current_dataset_version(session, ds).sha256)
+        if body.find not in text:
+            raise InvalidInput(
+                "The string does not occur in the model's current corpus (never there, or "
+                "rectified already); check 'find'."
+            )
+        payload.update(find=body.find, replace=body.replace)
+        return payload
+    if isinstance(body, RectifyText):
+        raise InvalidInput(
+            "rectify_text applies to text corpora and language models; tabular models take "
+            "delete_records, correct_labels, correct_features or remove_features."
+        )
     data = load_dataset(current_dataset_version(session, ds).sha256)
-    payload: dict[str, Any] = {}
     if isinstance(body, DeleteRecords):
         if body.subject_id is not None:
             if body.subject_id not in data.rows_of_subject:
@@ -105,10 +122,23 @@ def validate_against_dataset(session: SessionDep, model: Model, body: Any) -> di
                 unknown_features=bad_names[:MAX_NAMED],
             )
         payload["features"] = list(dict.fromkeys(body.features))
-    payload["method"] = body.method
-    if body.tau is not None:
-        payload["tau"] = body.tau
     return payload
+
+
+def _validated_options(options: dict[str, Any], tau: float | None) -> dict[str, Any]:
+    from unlearning import UnlearnOptions
+
+    reserved = sorted({"method", "device", "exact_max_params"} & set(options))
+    if reserved:
+        raise InvalidInput(
+            f"'options' must not set {reserved}: the method is the request's 'method' field, "
+            "the device and the dense-Hessian limit are the service's."
+        )
+    try:
+        UnlearnOptions.from_dict({**options, **({"tau": tau} if tau is not None else {})})
+    except ValueError as exc:
+        raise InvalidInput(f"Invalid 'options': {exc}") from exc
+    return dict(options)
 
 
 def request_view(req: UnlearningRequest, job: Job, model: Model) -> dict[str, Any]:

@@ -28,7 +28,9 @@ def test_auto_retrains_when_the_second_order_step_overshoots(admin):
     assert job["status"] == "succeeded", job
     result = job["result"]
     assert result["method"] == "retrain"
-    assert "fallback to retraining" in result["metrics"]["method_reason"]
+    reason = result["metrics"]["method_reason"]
+    assert "second_order rejected" in reason and "gradient residual" in reason
+    assert [a["method"] for a in result["metrics"]["attempts"]] == ["second_order", "retrain"]
     assert result["metrics"]["gradient_residual"] < 1e-4
 
     # an explicit second_order request keeps the step and says the evidence is bad

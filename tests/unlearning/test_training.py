@@ -87,7 +87,8 @@ def test_options_from_dict():
         ({"grad_tol": 0.0}, "grad_tol"),
         ({"solver": "sgd"}, "solver"),
         ({"device": "tpu"}, "device"),
-        ({"epochs": 3}, "epochs"),
+        ({"epochs": 0}, "epochs"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
     ]
     for d, field in bad:
         with pytest.raises(ValueError, match=field):
@@ -107,7 +108,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n_classes"):
         train(ARCH, X, y * 0, 1, TrainingOptions())
     with pytest.raises(ValueError, match="not supported yet"):
-        train({"kind": "mlp", "hidden": [8]}, X, y, 2, TrainingOptions())
+        train({"kind": "transformer", "hidden": [8]}, X, y, 2, TrainingOptions())
 
 
 def test_device_option():

@@ -1,0 +1,293 @@
+"""Cached Hessian factorisations of linear models and their low-rank (Woodbury) corrections.
+
+For a linear model (``logistic_regression``, ``linear_svm``) the logits are z_i = W̃ x̃_i with
+x̃ = [x, 1] and W̃ = [W | b] (k_out, d+1). The per-sample data Hessian w.r.t. the flat θ is
+C_i ⊗ x̃_i x̃_iᵀ (in the class-major augmented layout), C_i = ∂²ℓ/∂z² (k_out, k_out): rank 1
+for a binary model (c_i x̃ x̃ᵀ), rank ≤ k for a multinomial one (C_i = diag p − ppᵀ). Hence
+the Hessian on the corrected data D' = D − Z + Z̃ at θ* is
+
+    H_D' = H_D − U_Z U_Zᵀ + U_Z̃ U_Z̃ᵀ,    U = columns (S_i e_c) ⊗ x̃_i with S_i S_iᵀ = C_i,
+
+and with a cached Cholesky factor H_D = L Lᵀ (built once per model version) the Newton system
+H_D' x = Δ is solved by the Woodbury identity in O(p²·r + r³) for r = rank(U) instead of
+O(n p² + p³) (n rows, p parameters).
+
+Serialisation: safetensors only (tensors ``L`` and ``theta``, string metadata), never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch.func import hessian as func_hessian
+from torch.func import vmap
+
+from .architectures import flatten, validate_architecture
+from .hessian import cholesky, dense_hessian
+from .model import TrainedModel, resolve_device, to_tensors
+from .objective import BATCH_SIZE, Objective
+
+FORMAT = "unlearnd.factorization"
+FORMAT_VERSION = "1"
+
+#: Catalogue kinds whose logits are affine in x with parameters ``weight`` (k, d), ``bias`` (k,).
+LINEAR_KINDS: tuple[str, ...] = ("logistic_regression", "linear_svm")
+
+
+def is_linear(obj: Objective) -> bool:
+    """True if ``obj`` is a linear model with the ``weight``/``bias`` layout."""
+    return obj.spec.kind in LINEAR_KINDS and list(obj.shapes) == ["weight", "bias"]
+
+
+def linear_dims(obj: Objective) -> tuple[int, int]:
+    """(k_out, d) of a linear model."""
+    k, d = obj.shapes["weight"]
+    return int(k), int(d)
+
+
+def flat_perm(k: int, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """perm (k·(d+1),): flat index of augmented coordinate (a, j) stored at a·(d+1) + j.
+
+    The flat layout is [weight (k·d, row-major), bias (k)]; j = d is the bias.
+    """
+    m = d + 1
+    a_idx = torch.arange(k, device=device).repeat_interleave(m)
+    j_idx = torch.arange(m, device=device).repeat(k)
+    return torch.where(j_idx < d, a_idx * d + j_idx, k * d + a_idx)
+
+
+def augment(X: torch.Tensor) -> torch.Tensor:
+    """x̃ = [x, 1], shape (n, d+1)."""
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+
+
+def logit_curvature(
+    obj: Objective, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """C_i = ∂²ℓ(z_i, y_i)/∂z² (n, k_out, k_out) from the spec's loss via torch.func."""
+    spec = obj.spec
+
+    def loss1(z: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return spec.losses(z.unsqueeze(0), yi.unsqueeze(0)).sum()
+
+    f = vmap(func_hessian(loss1))
+    k = obj.shapes["weight"][0]
+    parts = []
+    with torch.no_grad():
+        for s in range(0, X.shape[0], BATCH_SIZE):
+            logits = obj.logits(theta.detach(), X[s : s + BATCH_SIZE])
+            parts.append(f(logits, y[s : s + BATCH_SIZE]))
+    if not parts:
+        return theta.new_zeros(0, k, k)
+    return torch.cat(parts)
+
+
+def glm_diagonal(
+    obj: Objective, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """diag of the data Hessian Σ_i C_i ⊗ x̃ x̃ᵀ (p,), no regulariser, flat layout."""
+    k, d = linear_dims(obj)
+    out = torch.zeros(k * (d + 1), dtype=theta.dtype, device=theta.device)
+    for s in range(0, X.shape[0], BATCH_SIZE):
+        Xb, yb = X[s : s + BATCH_SIZE], y[s : s + BATCH_SIZE]
+        cd = torch.diagonal(logit_curvature(obj, theta, Xb, yb), dim1=1, dim2=2)  # (nb, k)
+        out += (cd.T @ augment(Xb) ** 2).reshape(-1)  # (k, d+1) class-major
+    flat = torch.empty_like(out)
+    flat[flat_perm(k, d, theta.device)] = out
+    return flat
+
+
+def glm_blocks(
+    obj: Objective, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Per-class diagonal blocks Σ_i C_i[a, a] x̃_i x̃_iᵀ (k_out, d+1, d+1), no regulariser."""
+    k, d = linear_dims(obj)
+    m = d + 1
+    out = torch.zeros(k, m, m, dtype=theta.dtype, device=theta.device)
+    for s in range(0, X.shape[0], BATCH_SIZE):
+        Xb, yb = X[s : s + BATCH_SIZE], y[s : s + BATCH_SIZE]
+        cd = torch.diagonal(logit_curvature(obj, theta, Xb, yb), dim1=1, dim2=2)
+        Xt = augment(Xb)
+        for a in range(k):
+            out[a] += (Xt * cd[:, a : a + 1]).T @ Xt
+    return out
+
+
+def low_rank_factor(
+    obj: Objective, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, rtol: float = 1e-13
+) -> torch.Tensor:
+    """U (p, r) with U Uᵀ = Σ_i C_i ⊗ x̃_i x̃_iᵀ (the data Hessian of the rows), flat layout.
+
+    C_i = V Λ Vᵀ (eigh); each eigenpair with λ > rtol·max λ gives the column √λ v ⊗ x̃_i
+    (binary: one column √c_i x̃_i per row; multinomial: k − 1 columns per row).
+    """
+    k, d = linear_dims(obj)
+    p = k * (d + 1)
+    if X.shape[0] == 0:
+        return theta.new_zeros(p, 0)
+    C = logit_curvature(obj, theta, X, y)
+    evals, evecs = torch.linalg.eigh(C)  # (n, k), (n, k, k)
+    evals = evals.clamp_min(0.0)
+    S = evecs * evals.sqrt().unsqueeze(1)  # columns √λ_c v_c, (n, k, k)
+    keep = evals > rtol * max(float(evals.max()), 1e-300)  # (n, k)
+    Xt = augment(X)
+    cols = S.transpose(1, 2).unsqueeze(-1) * Xt.unsqueeze(1).unsqueeze(1)  # (n, c, k, d+1)
+    cols = cols[keep]  # (r, k, d+1)
+    U = torch.empty(p, cols.shape[0], dtype=theta.dtype, device=theta.device)
+    U[flat_perm(k, d, theta.device)] = cols.reshape(cols.shape[0], p).T
+    return U
+
+
+@dataclass
+class Factorization:
+    """Cholesky factor of H(θ*; D) = ∇²L(θ*; D) (+ μI) of one model version.
+
+    ``L`` (p, p) lower triangular, ``theta`` (p,) the version's flat parameters (the cache is
+    used only when they match the model exactly), ``damping`` μ added by the Cholesky
+    safeguard (normally 0), ``n_rows`` |D|, plus the model's architecture, sizes and λ.
+    """
+
+    L: torch.Tensor
+    theta: torch.Tensor
+    architecture: dict
+    n_features: int
+    n_classes: int
+    l2: float
+    n_rows: int
+    damping: float = 0.0
+
+    def matches(self, model: TrainedModel, theta: torch.Tensor) -> str | None:
+        """Why this factorisation cannot serve ``model`` at flat parameters ``theta``, or None."""
+        if validate_architecture(dict(model.architecture)) != self.architecture:
+            return "architecture differs"
+        if (model.n_features, model.n_classes) != (self.n_features, self.n_classes):
+            return "problem size differs"
+        if float(model.l2) != self.l2:
+            return "l2 differs"
+        th = self.theta.to(device=theta.device, dtype=theta.dtype)
+        if th.shape != theta.shape or not torch.equal(th, theta):
+            return "parameters differ from the factorised version"
+        return None
+
+    def to_bytes(self) -> bytes:
+        """safetensors bytes (tensors ``L``, ``theta``; metadata as JSON strings)."""
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": json.dumps(self.architecture, sort_keys=True),
+            "n_features": json.dumps(int(self.n_features)),
+            "n_classes": json.dumps(int(self.n_classes)),
+            "l2": json.dumps(float(self.l2)),
+            "n_rows": json.dumps(int(self.n_rows)),
+            "damping": json.dumps(float(self.damping)),
+        }
+        tensors = {
+            "L": self.L.detach().to("cpu").contiguous(),
+            "theta": self.theta.detach().to("cpu").contiguous(),
+        }
+        return st_save(tensors, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Factorization:
+        """Inverse of :meth:`to_bytes`; ValueError on a foreign or malformed file."""
+        try:
+            tensors = st_load(data)
+            header_len = int.from_bytes(data[:8], "little")
+            meta = json.loads(data[8 : 8 + header_len])["__metadata__"]
+        except Exception as exc:
+            raise ValueError(f"not a safetensors factorisation: {exc}") from exc
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError("not an unlearnd factorisation (format metadata)")
+        L, theta = tensors["L"], tensors["theta"]
+        if L.ndim != 2 or L.shape != (theta.shape[0], theta.shape[0]):
+            raise ValueError(f"factor shape {tuple(L.shape)} does not match θ {theta.shape}")
+        return cls(
+            L=L,
+            theta=theta,
+            architecture=json.loads(meta["architecture"]),
+            n_features=json.loads(meta["n_features"]),
+            n_classes=json.loads(meta["n_classes"]),
+            l2=json.loads(meta["l2"]),
+            n_rows=json.loads(meta["n_rows"]),
+            damping=json.loads(meta["damping"]),
+        )
+
+    def woodbury_solve(
+        self,
+        b: torch.Tensor,
+        U_minus: torch.Tensor,
+        U_plus: torch.Tensor,
+    ) -> torch.Tensor:
+        """x = (L Lᵀ − U₋U₋ᵀ + U₊U₊ᵀ)⁻¹ b by the Woodbury identity.
+
+        With W = L⁻¹[U₋ U₊], s = [−1…, +1…] and K = diag(s) + WᵀW (r × r, solved by LU):
+        x = L⁻ᵀ (L⁻¹b − W K⁻¹ Wᵀ L⁻¹b). Cost O(p² r + p r² + r³).
+        """
+        L = self.L.to(device=b.device, dtype=b.dtype)
+        y0 = torch.linalg.solve_triangular(L, b.unsqueeze(1), upper=False)
+        U = torch.cat([U_minus, U_plus], dim=1)
+        if U.shape[1]:
+            W = torch.linalg.solve_triangular(L, U, upper=False)
+            s = torch.cat(
+                [
+                    -torch.ones(U_minus.shape[1], dtype=b.dtype, device=b.device),
+                    torch.ones(U_plus.shape[1], dtype=b.dtype, device=b.device),
+                ]
+            )
+            K = torch.diag(s) + W.T @ W
+            y0 = y0 - W @ torch.linalg.solve(K, W.T @ y0)
+        return torch.linalg.solve_triangular(L.T, y0, upper=True).squeeze(1)
+
+
+def build_factorization(
+    model: TrainedModel,
+    X: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    device: str = "cpu",
+    max_params: int = 5000,
+) -> Factorization:
+    """Dense H(θ*; D) (closed form for linear models, λI included) and its Cholesky factor.
+
+    X (n, d), y (n,): the training data D of the version. Raises ValueError beyond
+    ``max_params`` parameters (a dense Hessian is never formed there).
+    """
+    obj = Objective.for_model(model)
+    if obj.n_params > max_params:
+        raise ValueError(
+            f"model has {obj.n_params} parameters; a cached factorisation needs a dense Hessian, "
+            f"limited to {max_params}"
+        )
+    dev = resolve_device(device)
+    dtype = next(iter(model.params.values())).dtype
+    Xt, yt = to_tensors(X, y, model.n_features, model.n_classes, dev, dtype)
+    theta = flatten({n: t.to(dev) for n, t in model.params.items()}, obj.shapes).to(dtype)
+    H = dense_hessian(obj, theta, Xt, yt)
+    L, mu = cholesky(H)
+    return Factorization(
+        L=L.to("cpu"),
+        theta=theta.to("cpu"),
+        architecture=dict(obj.architecture),
+        n_features=int(model.n_features),
+        n_classes=int(model.n_classes),
+        l2=float(model.l2),
+        n_rows=int(Xt.shape[0]),
+        damping=float(mu),
+    )
+
+
+def describe(f: Factorization) -> Mapping[str, Any]:
+    """Small JSON-able summary (for version cards)."""
+    return {
+        "n_params": int(f.theta.shape[0]),
+        "n_rows": f.n_rows,
+        "damping": f.damping,
+        "bytes": int(f.L.numel() * f.L.element_size()),
+    }

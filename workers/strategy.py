@@ -1,0 +1,75 @@
+"""Which update a request gets, and when its evidence sends it to the next tier.
+
+``auto``: convex models (logistic regression, linear SVM) get the second-order update (exact
+with the cached factorisation up to ``UNLEARND_EXACT_MAX_PARAMS`` parameters, conjugate gradient
+beyond); non-convex models first get the first-order update, then the second-order one (CG on
+damped Hessian-vector products). Each tier's result is checked; bad evidence moves on to the
+next tier and finally to retraining from scratch. An explicit ``first_order`` or
+``second_order`` runs that update only and reports any bad evidence as a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from unlearning import TrainedModel
+
+#: Damping μ (absolute, SUM objective) relative to the number of training points for the
+#: second-order update of non-convex models, whose Hessian need not be positive definite.
+NONCONVEX_DAMPING_PER_POINT = 1e-3
+
+
+def tiers(requested: str, convex: bool) -> list[str]:
+    """Methods to try in order (``retrain`` is always the last resort of ``auto``)."""
+    if requested == "auto":
+        return ["second_order", "retrain"] if convex else ["first_order", "second_order", "retrain"]
+    return [requested]
+
+
+def update_options(
+    method: str,
+    convex: bool,
+    n_train: int,
+    overrides: dict[str, Any],
+    exact_max_params: int,
+    device: str,
+) -> dict[str, Any]:
+    """Keyword arguments of :class:`unlearning.UnlearnOptions` for one tier."""
+    opts: dict[str, Any] = {
+        "method": method,
+        "device": device,
+        "exact_max_params": exact_max_params,
+    }
+    if method == "second_order" and not convex:
+        opts.update(
+            solver="cg", damping=NONCONVEX_DAMPING_PER_POINT * n_train, cg_tol=1e-6, cg_max_iter=200
+        )
+    opts.update(overrides)
+    return opts
+
+
+def bad_evidence(
+    after: TrainedModel,
+    metrics: dict[str, Any],
+    loss_before: float | None = None,
+    loss_after: float | None = None,
+) -> str | None:
+    """Why an update cannot be trusted, or ``None``: non-finite parameters, a gradient
+    residual on the corrected data that rose, or (non-convex) a loss on the retained data that
+    rose."""
+    if not all(bool(np.isfinite(t.numpy()).all()) for t in after.params.values()):
+        return "the update produced non-finite parameters"
+    res_after, res_before = (
+        metrics.get("gradient_residual"),
+        metrics.get("gradient_residual_before"),
+    )
+    if res_after is not None and res_before is not None and not res_after <= res_before:
+        return (
+            f"the gradient residual on the corrected data rose from {res_before:.3g} to "
+            f"{res_after:.3g}"
+        )
+    if loss_before is not None and loss_after is not None and not loss_after <= loss_before:
+        return f"the loss on the corrected data rose from {loss_before:.4g} to {loss_after:.4g}"
+    return None
