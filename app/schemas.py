@@ -113,4 +113,21 @@ class KeyCreate(Strict):
 
 
 class ScoreIn(Strict):
-    X: list[list[float]] = Field(min_length=1, max_length=10_000)
+    """Either ``X`` (feature rows, for classifiers) or ``prefix`` with ``texts`` and/or
+    ``complete`` (for language models)."""
+
+    X: list[list[float]] | None = Field(default=None, min_length=1, max_length=10_000)
+    prefix: str | None = Field(default=None, min_length=1, max_length=10_000)
+    texts: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    complete: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ScoreIn:
+        lm = self.prefix is not None or self.texts is not None or self.complete is not None
+        if (self.X is not None) == lm:
+            raise ValueError(
+                "send either 'X' (feature rows) or 'prefix' with 'texts' and/or 'complete'"
+            )
+        if lm and (self.prefix is None or (self.texts is None and self.complete is None)):
+            raise ValueError("a language-model score needs 'prefix' and 'texts' or 'complete'")
+        return self

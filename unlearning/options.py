@@ -140,6 +140,13 @@ class UnlearnOptions:
       points, each a full update at the current θ on the data with the chunks so far applied.
     - ``exact_max_params``: the largest (sub)problem for which a dense Hessian is formed;
       ``"exact"`` beyond it raises ValueError.
+    - ``hessian_rows``: None (all of D') or r ≥ 1: Hessian-vector products for CG, LiSSA,
+      power iteration and the Hutchinson diagonal use a fixed seeded subsample of r rows of D',
+      scaled by n'/r so that the SUM convention holds in expectation (subsampled Newton). Δ, the
+      closed-form dense Hessian and the reported gradient residual always use all rows.
+    - ``damping_relative``: None or ρ > 0: damping μ = ρ·λ̂_max (power iteration on the
+      Hessian), overriding ``damping`` — a scale-free choice for non-convex models.
+    - ``power_iterations``: cap on the power iterations that estimate λ_max (first-order τ).
     """
 
     method: str = "second_order"
@@ -158,6 +165,9 @@ class UnlearnOptions:
     last_k_layers: int | None = None
     chunk_size: int | None = None
     exact_max_params: int = 5000
+    hessian_rows: int | None = None
+    power_iterations: int = 200
+    damping_relative: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ("first_order", "second_order"):
@@ -195,6 +205,11 @@ class UnlearnOptions:
         if self.chunk_size is not None:
             self.chunk_size = _int_at_least("chunk_size", self.chunk_size, 1)
         self.exact_max_params = _int_at_least("exact_max_params", self.exact_max_params, 1)
+        if self.hessian_rows is not None:
+            self.hessian_rows = _int_at_least("hessian_rows", self.hessian_rows, 1)
+        self.power_iterations = _int_at_least("power_iterations", self.power_iterations, 1)
+        if self.damping_relative is not None:
+            self.damping_relative = _positive_float("damping_relative", self.damping_relative)
 
     @classmethod
     def from_dict(cls, d: dict) -> UnlearnOptions:

@@ -8,6 +8,7 @@ First order: θ* − τΔ. Second order: θ* − (H + μI)⁻¹Δ with H = ∇²
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ class _Data:
     X: torch.Tensor
     y: torch.Tensor
     extra: list[tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=list)
+    #: weight of the base rows in Hessian-vector products (n/r for an r-row subsample)
+    scale: float = 1.0
 
     def parts(self) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
         return [(self.X, self.y, 1.0), *[e for e in self.extra if e[0].shape[0]]]
@@ -86,6 +89,8 @@ class _Data:
 
     def hvp(self, obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         out = obj.hvp(theta, self.X, self.y, v)
+        if self.scale != 1.0:
+            out = self.scale * (out - obj.l2 * v) + obj.l2 * v
         for X, y, s in self.extra:
             if X.shape[0]:
                 out = out + s * (obj.hvp(theta, X, y, v) - obj.l2 * v)
@@ -147,15 +152,23 @@ class _Step:
         self.obj, self.theta, self.data, self.S, self.options = obj, theta, data, S, options
         self.p = theta.shape[0]
         self.q = self.p if S is None else int(S.shape[0])
+        self.hess_data = data
+        rows = options.hessian_rows
+        if rows is not None and data.X.shape[0] > rows:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            pick = torch.randperm(data.X.shape[0], generator=gen)[:rows].to(data.X.device)
+            self.hess_data = _Data(
+                data.X[pick], data.y[pick], data.extra, scale=data.X.shape[0] / rows
+            )
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        """(H_SS + μI) v for v (q,)."""
+        """(H_SS + μI) v for v (q,) (on the Hessian subsample when ``hessian_rows`` is set)."""
         mu = self.options.damping
         if self.S is None:
-            return self.data.hvp(self.obj, self.theta, v) + mu * v
+            return self.hess_data.hvp(self.obj, self.theta, v) + mu * v
         full = torch.zeros_like(self.theta)
         full[self.S] = v
-        return self.data.hvp(self.obj, self.theta, full)[self.S] + mu * v
+        return self.hess_data.hvp(self.obj, self.theta, full)[self.S] + mu * v
 
     def dense(self) -> torch.Tensor:
         """Dense H_SS (+ μI) (q, q): closed form for the full set, HVP columns otherwise."""
@@ -382,6 +395,15 @@ def unlearn(
         step = _Step(obj, theta, data, S, options)
         b = delta if S is None else delta[S]
         cm: dict[str, Any] = {}
+        if options.method == "second_order" and options.damping_relative is not None:
+            lam = power_iteration(
+                step.hvp, q, dtype=dtype, device=device, max_iter=options.power_iterations
+            )
+            options = dataclasses.replace(
+                options, damping=options.damping_relative * abs(lam), damping_relative=None
+            )
+            step.options = options
+            cm["lambda_max"] = lam
         if options.method == "second_order":
             wb = None
             if fact_ok is not None:
@@ -394,7 +416,9 @@ def unlearn(
             if options.tau is not None:
                 tau, source = options.tau, "option"
             else:
-                lam_max = power_iteration(step.hvp, q, dtype=dtype, device=device)
+                lam_max = power_iteration(
+                    step.hvp, q, dtype=dtype, device=device, max_iter=options.power_iterations
+                )
                 tau, source = 1.0 / lam_max, "power_iteration"
                 cm["lambda_max"] = lam_max
             upd = -tau * b

@@ -9,6 +9,7 @@ corpus (a suffix array, :class:`unlearning.text.TextIndex`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ class Change:
     subject_ids: list[str] = field(default_factory=list)
     already_erased: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    #: Efficacy check of an updated model: why it still holds the old data, or None.
+    efficacy: Callable[[TrainedModel], str | None] | None = None
 
 
 def tabular_change(kind: str, payload: dict[str, Any], data: TabularData) -> Change:
@@ -141,6 +144,17 @@ def text_change(payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel
     if rect.occurrences.size == 0:
         raise JobFailed("The string does not occur in the current corpus (rectified already?).")
     new = TextCorpus(rect.text)
+    find, window = payload["find"], int(arch["window"])
+    first = int(rect.occurrences[0])
+    prefix = corpus.text[max(0, first - window) : first]
+
+    def still_completes(model: TrainedModel) -> str | None:
+        from unlearning.text import complete
+
+        if prefix and complete(model, prefix, len(find)) == find:
+            return "the model still completes the rectified string from its context"
+        return None
+
     return Change(
         rect.Z_X,
         rect.Z_y,
@@ -156,6 +170,7 @@ def text_change(payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel
             "windows_removed": len(rect.Z_y),
             "windows_added": len(rect.Zt_y),
         },
+        efficacy=still_completes,
     )
 
 

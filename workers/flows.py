@@ -256,7 +256,6 @@ def apply_request(
                     **update_options(
                         method,
                         convex,
-                        len(change.y_after),
                         overrides,
                         settings.exact_max_params,
                         settings.resolved_device(),
@@ -286,6 +285,8 @@ def apply_request(
                 model, metrics, None if convex else loss_before, None if convex else loss_after
             )
         )
+        if verdict is None and method != "retrain" and change.efficacy is not None:
+            verdict = change.efficacy(model)
         attempts.append(
             {
                 "method": method,

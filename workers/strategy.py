@@ -16,9 +16,17 @@ import numpy as np
 
 from unlearning import TrainedModel
 
-#: Damping μ (absolute, SUM objective) relative to the number of training points for the
-#: second-order update of non-convex models, whose Hessian need not be positive definite.
-NONCONVEX_DAMPING_PER_POINT = 1e-3
+#: Non-convex models: Hessian-vector products on a subsample of this many rows of D'
+#: (subsampled Newton), capped power iteration, and damping μ = 0.01·λ̂_max because their
+#: Hessian need not be positive definite.
+NONCONVEX_HESSIAN_ROWS = 2048
+NONCONVEX_UPDATE = {"hessian_rows": NONCONVEX_HESSIAN_ROWS, "power_iterations": 30}
+NONCONVEX_SECOND_ORDER = {
+    "solver": "cg",
+    "damping_relative": 0.01,
+    "cg_tol": 1e-4,
+    "cg_max_iter": 100,
+}
 
 
 def tiers(requested: str, convex: bool) -> list[str]:
@@ -31,7 +39,6 @@ def tiers(requested: str, convex: bool) -> list[str]:
 def update_options(
     method: str,
     convex: bool,
-    n_train: int,
     overrides: dict[str, Any],
     exact_max_params: int,
     device: str,
@@ -42,10 +49,10 @@ def update_options(
         "device": device,
         "exact_max_params": exact_max_params,
     }
-    if method == "second_order" and not convex:
-        opts.update(
-            solver="cg", damping=NONCONVEX_DAMPING_PER_POINT * n_train, cg_tol=1e-6, cg_max_iter=200
-        )
+    if not convex:
+        opts.update(NONCONVEX_UPDATE)
+        if method == "second_order":
+            opts.update(NONCONVEX_SECOND_ORDER)
     opts.update(overrides)
     return opts
 

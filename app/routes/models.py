@@ -250,12 +250,36 @@ def verify_version(
 def score(
     name: str, version: int, body: ScoreIn, principal: Reader, session: SessionDep
 ) -> dict[str, Any]:
-    """Class probabilities of a version for feature rows (``X``: rows × n_features)."""
+    """Probe a version: class probabilities for feature rows (``X``: rows × n_features), or for
+    a language model the log-perplexity in bits of each text after ``prefix`` (teacher forcing)
+    and/or the greedy completion of ``complete`` characters."""
     from unlearning import model_from_safetensors, predict_proba
 
     model = model_or_404(session, principal.tenant, name)
     mv = version_or_404(session, model, version)
     trained = model_from_safetensors(store().get(mv.sha256))
+    is_lm = trained.architecture.get("kind") == "char_lstm"
+    if body.X is None:
+        if not is_lm:
+            raise InvalidInput(f"Model '{model.name}' is a classifier: send feature rows 'X'.")
+        from unlearning.text import complete, log_perplexities
+
+        out: dict[str, Any] = {"model": model.name, "version": mv.version}
+        try:
+            if body.texts is not None:
+                out["log_perplexities"] = [
+                    float(v) for v in log_perplexities(trained, body.prefix, body.texts)
+                ]
+                out["unit"] = "bits"
+            if body.complete is not None:
+                out["completion"] = complete(trained, body.prefix, body.complete)
+        except ValueError as exc:
+            raise InvalidInput(f"Cannot score these texts: {exc}") from exc
+        return out
+    if is_lm:
+        raise InvalidInput(
+            f"Model '{model.name}' is a language model: send 'prefix' with 'texts' or 'complete'."
+        )
     lengths = {len(r) for r in body.X}
     if lengths != {trained.n_features}:
         raise InvalidInput(

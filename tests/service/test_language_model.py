@@ -86,6 +86,20 @@ def test_rectify_text_makes_the_model_forget_a_memorised_secret(admin):
     m = job["result"]["metrics"]
     assert m["occurrences"] == 10 and m["n_affected"] > 0
     assert job["result"]["method"] in ("first_order", "second_order", "retrain")
+    # the accepted tier passed the efficacy check: the secret is no longer completed
+    assert m["attempts"][-1]["rejected"] is None or job["result"]["method"] == "retrain"
+    context = "said Alice. '" + PREFIX
+    v1 = admin.post(
+        "/v1/models/canary-lm/versions/1/score",
+        json={"prefix": context, "texts": [SECRET], "complete": len(SECRET)},
+    ).json()
+    v2 = admin.post(
+        "/v1/models/canary-lm/versions/2/score",
+        json={"prefix": context, "texts": [SECRET], "complete": len(SECRET)},
+    ).json()
+    assert v1["completion"] == SECRET, v1  # memorised before
+    assert v2["completion"] != SECRET, v2  # gone after
+    assert v2["log_perplexities"][0] > v1["log_perplexities"][0]
     ds = admin.get(f"/v1/datasets/{card['id']}").json()
     assert ds["version"] == 2
     assert ds["n_records"] == len(text.replace(SECRET, "not here"))
