@@ -90,7 +90,7 @@ def main() -> None:
                 perm = rng.permutation(len(y))
                 first, second = ids[perm[:m]].tolist(), ids[perm[m : 2 * m]].tolist()
 
-                def delete(rec, method, key):  # type: ignore[no-untyped-def]
+                def delete(rec, method, key, i=i):  # type: ignore[no-untyped-def]
                     return lambda: client.post(
                         "/v1/requests",
                         headers={"Idempotency-Key": key},
