@@ -145,6 +145,8 @@ class ModelVersion(Base):
     # Cached Cholesky factor of the objective's Hessian at this version (convex models only),
     # reused by the next request with a low-rank (Woodbury) correction.
     factorization_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Store key of the secret noise seed of a certified lineage (internal; never in responses).
+    noise_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

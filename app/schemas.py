@@ -18,9 +18,18 @@ class Strict(BaseModel):
 
 
 class CertificationIn(Strict):
-    epsilon: float = Field(gt=0)
+    """Certified removal (convex binary models): objective perturbation with b ~ N(0, σ²I)."""
+
+    epsilon: float = Field(gt=0, le=100)
     delta: float = Field(gt=0, lt=1)
-    sigma: float | None = Field(default=None, gt=0)
+    sigma: float | None = Field(
+        default=None, gt=0, description="Noise scale; chosen by the service when omitted."
+    )
+    capacity: int = Field(
+        default=100, ge=1, le=100_000,
+        description="When sigma is omitted: how many typical single-record requests one "
+        "budget should absorb.",
+    )
 
 
 class ModelCreate(Strict):

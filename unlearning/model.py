@@ -31,6 +31,8 @@ class TrainedModel:
     n_classes: int
     l2: float
     training: dict = field(default_factory=dict)
+    #: secret objective perturbation b (p,) float64 of a certified model; never serialised
+    noise: torch.Tensor | None = field(default=None, repr=False)
 
     def shapes(self) -> ParamShapes:
         """Ordered parameter shapes."""

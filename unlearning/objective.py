@@ -1,5 +1,6 @@
-"""The training objective L(θ; D) = Σ_{z∈D} ℓ(z, θ) + (λ/2)‖θ‖² (SUM convention, bias included
-in the regulariser), as a function of the flat parameter vector θ (p,).
+"""The training objective L(θ; D) = Σ_{z∈D} ℓ(z, θ) + (λ/2)‖θ‖² (+ bᵀθ for certified models)
+(SUM convention, bias included in the regulariser), as a function of the flat parameter vector
+θ (p,). The perturbation b enters values and gradients, not Hessians nor per-sample gradients.
 
 All functions take X (n, d) in the objective's dtype and y (n,) int64 on the same device.
 """
@@ -28,13 +29,15 @@ class Objective:
     architecture: Mapping[str, Any]
     shapes: ParamShapes
     l2: float
+    #: objective perturbation b (p,) of certified models: L gains the linear term bᵀθ
+    noise: torch.Tensor | None = None
 
     @classmethod
     def for_model(cls, model: TrainedModel) -> Objective:
         """Objective that ``model`` was trained on."""
         spec = get_spec(model.architecture)
         arch = spec.normalize(model.architecture)
-        return cls(spec, arch, model.shapes(), float(model.l2))
+        return cls(spec, arch, model.shapes(), float(model.l2), model.noise)
 
     @property
     def n_params(self) -> int:
@@ -54,7 +57,10 @@ class Objective:
 
     def value(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L(θ; D) (scalar, differentiable, not batched)."""
-        return self.data_loss(theta, X, y) + 0.5 * self.l2 * theta.dot(theta)
+        out = self.data_loss(theta, X, y) + 0.5 * self.l2 * theta.dot(theta)
+        if self.noise is not None:
+            out = out + self.noise.to(theta).dot(theta)
+        return out
 
     def value_and_grad(
         self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor
@@ -63,6 +69,10 @@ class Objective:
         theta = theta.detach()
         total = 0.5 * self.l2 * float(theta.dot(theta))
         g = self.l2 * theta.clone()
+        if self.noise is not None:
+            b = self.noise.to(theta)
+            total += float(b.dot(theta))
+            g += b
         for s in range(0, X.shape[0], BATCH_SIZE):
             th = theta.clone().requires_grad_(True)
             f = self.data_loss(th, X[s : s + BATCH_SIZE], y[s : s + BATCH_SIZE])

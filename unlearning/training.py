@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -109,13 +110,20 @@ def _lbfgs(
 
 
 def train(
-    architecture: dict, X: np.ndarray, y: np.ndarray, n_classes: int, options: TrainingOptions
+    architecture: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    options: TrainingOptions,
+    noise: np.ndarray | torch.Tensor | None = None,
 ) -> tuple[TrainedModel, dict]:
     """Train from θ = 0 by minimising L(θ; D) = Σ ℓ + (λ/2)‖θ‖² (float64, deterministic).
 
     X (n, d) numeric, y (n,) integers in [0, n_classes). Returns the model (CPU float64 params)
     and metrics {"loss": L at the solution (sum objective), "grad_norm": ‖∇L‖₂,
     "train_accuracy", "iterations", "wall_time_s", "solver", "converged"}.
+    ``noise``: objective perturbation b (p,) of certified training (convex models only): the
+    objective gains bᵀθ and the model carries b (``model.noise``, never serialised).
     """
     start = time.perf_counter()
     if not isinstance(options, TrainingOptions):
@@ -124,6 +132,9 @@ def train(
     arch = spec.normalize(architecture)
     if not spec.convex:  # mlp, cnn, char_lstm: minibatch training (unlearning.deep)
         from .deep import train_deep
+
+        if noise is not None:
+            raise ValueError("objective perturbation applies to convex models only")
 
         return train_deep(architecture, X, y, n_classes, options)
     Xa = np.asarray(X)
@@ -134,7 +145,12 @@ def train(
     device = resolve_device(options.device)
     Xt, yt = to_tensors(Xa, y, d, n_classes, device)
     torch.manual_seed(options.seed)
-    obj = Objective(spec, arch, shapes, options.l2)
+    b = None
+    if noise is not None:
+        b = torch.as_tensor(noise, dtype=CONVEX_DTYPE).reshape(-1).to(device)
+        if b.shape[0] != sum(math.prod(v) for v in shapes.values()):
+            raise ValueError(f"noise has {b.shape[0]} entries, the model has more or fewer")
+    obj = Objective(spec, arch, shapes, options.l2, b)
     theta0 = torch.zeros(obj.n_params, dtype=CONVEX_DTYPE, device=device)
     tol = options.grad_tol * max(1, n)
     solver = options.solver
@@ -146,7 +162,15 @@ def train(
     params = {
         k: v.detach().to("cpu").contiguous().clone() for k, v in unflatten(theta, shapes).items()
     }
-    model = TrainedModel(arch, params, d, int(n_classes), options.l2, options.to_dict())
+    model = TrainedModel(
+        arch,
+        params,
+        d,
+        int(n_classes),
+        options.l2,
+        options.to_dict(),
+        noise=None if b is None else b.detach().to("cpu").clone(),
+    )
     metrics: dict[str, Any] = {
         "loss": float(loss),
         "grad_norm": float(g.norm()),

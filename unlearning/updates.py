@@ -454,7 +454,9 @@ def unlearn(
         n: t.detach().to("cpu").contiguous().clone()
         for n, t in unflatten(new_theta, obj.shapes).items()
     }
-    new_model = TrainedModel(dict(model.architecture), params, d, k, model.l2, dict(model.training))
+    new_model = TrainedModel(
+        dict(model.architecture), params, d, k, model.l2, dict(model.training), noise=model.noise
+    )
     if S is not None:
         metrics["gradient_residual_subset"] = float(g_after[S].norm())
     metrics.update(

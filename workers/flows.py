@@ -33,10 +33,12 @@ from unlearning import (
     evaluate,
     model_from_safetensors,
     model_to_safetensors,
+    parameter_count,
     train,
     unlearn,
 )
 from unlearning.architectures import get_spec
+from workers import certify
 from workers.changes import Change, tabular_change, text_change
 from workers.outcomes import purge_superseded_datasets, redacted_payload
 from workers.runner import JobContext, JobFailed, _finish
@@ -138,6 +140,70 @@ def _cache_factorization(
         store().delete(key)
 
 
+def _train_certified(
+    architecture: dict[str, Any],
+    X: np.ndarray,
+    y: np.ndarray,
+    training: dict[str, Any],
+    cfg: dict[str, Any],
+    lineage: int,
+    reason: str,
+    sigma: float | None = None,
+    sigma_info: dict[str, Any] | None = None,
+) -> tuple[TrainedModel, dict[str, Any], dict[str, Any], str]:
+    """Train with objective perturbation from a fresh secret seed; return the model, its
+    metrics, the lineage's initial certificate and the store key of the seed."""
+    options = _training_options(training)
+    if sigma is None:
+        if cfg.get("sigma") is not None:
+            sigma, sigma_info = float(cfg["sigma"]), {"sigma_source": "given"}
+        else:
+            try:
+                sigma, sigma_info = certify.choose_sigma(
+                    architecture,
+                    X,
+                    y,
+                    options,
+                    cfg["epsilon"],
+                    cfg["delta"],
+                    int(cfg.get("capacity") or certify.DEFAULT_CAPACITY),
+                )
+            except ValueError as exc:
+                raise JobFailed(f"Cannot choose sigma: {exc}") from exc
+    seed, artifact = certify.new_seed()
+    noise_sha = store().put(artifact)
+    p = parameter_count(architecture, X.shape[1], 2)
+    try:
+        trained, metrics = train(
+            architecture, X, y, 2, options, noise=certify.draw_noise(seed, p, sigma)
+        )
+    except ValueError as exc:
+        raise JobFailed(f"Training failed: {exc}") from exc
+    cert = certify.initial_certificate(
+        cfg, sigma, sigma_info or {}, metrics["grad_norm"], lineage, reason
+    )
+    return trained, metrics, cert, noise_sha
+
+
+def _certificate_summary(cert: dict[str, Any] | None) -> dict[str, Any]:
+    """What the audit trail records of a certificate (never the seed)."""
+    if cert is None:
+        return {"certified": False}
+    return {
+        key: cert[key]
+        for key in (
+            "certified",
+            "epsilon",
+            "delta",
+            "sigma",
+            "budget",
+            "budget_used",
+            "budget_left",
+            "lineage",
+        )
+    }
+
+
 def train_flow(ctx: JobContext) -> None:
     with session_scope() as s:
         job = s.get(Job, ctx.job_id)
@@ -151,7 +217,20 @@ def train_flow(ctx: JobContext) -> None:
     ctx.report("loading data", 0.05)
     data = _load_data(dataset_kind, dataset_sha)
     ctx.report("training", 0.1)
-    trained, metrics = _train_from_scratch(model.architecture, data, model.training)
+    certificate, noise_sha = None, None
+    if model.certification:
+        assert isinstance(data, TabularData)
+        trained, metrics, certificate, noise_sha = _train_certified(
+            model.architecture,
+            data.X,
+            data.y,
+            model.training,
+            model.certification,
+            lineage=1,
+            reason="initial training",
+        )
+    else:
+        trained, metrics = _train_from_scratch(model.architecture, data, model.training)
     ctx.report("saving", 0.9)
     weights = model_to_safetensors(trained)
     sha = store().put(weights)
@@ -176,7 +255,8 @@ def train_flow(ctx: JobContext) -> None:
                     sha256=sha,
                     size_bytes=len(weights),
                     metrics={"training": metrics},
-                    certificate=None,
+                    certificate=certificate,
+                    noise_sha256=noise_sha,
                     created_at=utcnow(),
                 )
             )
@@ -193,11 +273,13 @@ def train_flow(ctx: JobContext) -> None:
                     "sha256": sha,
                     "dataset_version": dataset_version,
                     "grad_norm": metrics.get("grad_norm"),
+                    **_certificate_summary(certificate),
                 },
             )
-        _finish(
-            s, job, "succeeded", result={"model_version": 1, "method": "train", "metrics": metrics}
-        )
+        result: dict[str, Any] = {"model_version": 1, "method": "train", "metrics": metrics}
+        if certificate is not None:
+            result["certificate"] = certificate
+        _finish(s, job, "succeeded", result=result)
     _cache_factorization(model.id, 1, trained, X, y)
 
 
@@ -224,6 +306,7 @@ def apply_request(
     factorization: Factorization | None,
     training: dict[str, Any],
     report: Any = None,
+    retrain: Any = None,
 ) -> tuple[TrainedModel, str, dict[str, Any]]:
     """Run the tiers of :mod:`workers.strategy` until one's evidence is good (or the last).
 
@@ -240,12 +323,16 @@ def apply_request(
         started = time.perf_counter()
         if method == "retrain":
             try:
-                model, tm = train(
-                    before.architecture,
-                    change.X_after,
-                    change.y_after,
-                    before.n_classes,
-                    _training_options(training),
+                model, tm = (
+                    retrain(change.X_after, change.y_after)
+                    if retrain is not None
+                    else train(
+                        before.architecture,
+                        change.X_after,
+                        change.y_after,
+                        before.n_classes,
+                        _training_options(training),
+                    )
                 )
             except ValueError as exc:
                 raise JobFailed(f"Retraining failed: {exc}") from exc
@@ -335,6 +422,8 @@ def unlearn_flow(ctx: JobContext) -> None:
         dv = current_dataset_version(s, ds)
         weights_sha, base_version, base_metrics = mv.sha256, mv.version, mv.metrics
         factorization_sha = mv.factorization_sha256
+        cert = mv.certificate if (mv.certificate or {}).get("sigma") else None
+        noise_sha = mv.noise_sha256
         dataset_sha, dataset_version, dataset_kind = dv.sha256, dv.version, ds.kind
         req_kind, payload = req.kind, dict(req.payload)
     ctx.report("loading", 0.05)
@@ -352,6 +441,35 @@ def unlearn_flow(ctx: JobContext) -> None:
             factorization = Factorization.from_bytes(store().get(factorization_sha))
         except (ArtifactNotFound, ValueError):
             log.warning("cached factorisation %s unusable; rebuilding", factorization_sha)
+    fresh: dict[str, Any] = {}  # a certified retraining's new certificate and seed key
+    retrain_certified = None
+    if cert is not None:
+        if noise_sha is None:
+            raise JobFailed("The secret noise of this certified lineage is missing.")
+        seed = certify.read_seed(store().get(noise_sha))
+        before.noise = certify.noise_for(before, seed, cert["sigma"])
+        sigma_info = {
+            k: cert[k]
+            for k in ("sigma_source", "capacity", "typical_request_charge", "rule")
+            if k in cert
+        }
+
+        def retrain_certified(
+            X: np.ndarray, y: np.ndarray, reason: str = "retraining"
+        ) -> tuple[TrainedModel, dict[str, Any]]:
+            m, tm, fresh["cert"], fresh["noise"] = _train_certified(
+                before.architecture,
+                X,
+                y,
+                model.training,
+                model.certification or {},
+                lineage=cert["lineage"] + 1,
+                reason=reason,
+                sigma=cert["sigma"],
+                sigma_info=sigma_info,
+            )
+            return m, tm
+
     started = time.perf_counter()
     overrides = dict(payload.get("options") or {})
     if payload.get("tau") is not None:
@@ -364,9 +482,42 @@ def unlearn_flow(ctx: JobContext) -> None:
         factorization,
         model.training,
         ctx.report,
+        retrain_certified,
     )
+    new_cert, new_noise_sha = None, None
+    if cert is not None and retrain_certified is not None:
+        if method == "retrain":
+            new_cert, new_noise_sha = fresh["cert"], fresh["noise"]
+        else:
+            charge, how = certify.request_charge(
+                before, after_model, change.X_after, change.y_after, metrics
+            )
+            new_cert = certify.charged(cert, req.id, metrics["gradient_residual"], charge, how)
+            new_noise_sha = noise_sha
+            metrics["certification_charge"] = {"charge": charge, "charged_as": how}
+            if new_cert is None:
+                ctx.report("retraining (privacy budget exhausted)", 0.7)
+                t0 = time.perf_counter()
+                after_model, tm = retrain_certified(
+                    change.X_after, change.y_after, reason=f"budget exhausted by request {req.id}"
+                )
+                new_cert, new_noise_sha = fresh["cert"], fresh["noise"]
+                method = "retrain"
+                metrics.update(
+                    retraining=tm,
+                    gradient_residual=tm["grad_norm"],
+                    budget_exhausted=True,
+                    method_reason=(
+                        f"privacy budget exhausted: charge {charge:.4g} > left "
+                        f"{cert['budget_left']:.4g}; retrained from scratch with fresh noise"
+                    ),
+                    wall_time_s=metrics["wall_time_s"] + time.perf_counter() - t0,
+                )
+        metrics["certified"] = bool(new_cert and new_cert["certified"])
     ctx.report("evaluating", 0.85)
-    base_train = (base_metrics.get("training") or {}).get("wall_time_s")
+    base_train = (base_metrics.get("training") or {}).get("wall_time_s") or base_metrics.get(
+        "reference_training_s"
+    )
     n_before = len(change.y_after) - len(change.Zt_y) + len(change.Z_y)
     metrics.update(
         {
@@ -375,6 +526,7 @@ def unlearn_flow(ctx: JobContext) -> None:
             "already_erased": change.already_erased,
             "fidelity_before": _evaluate(before, change),
             "fidelity_after": _evaluate(after_model, change),
+            "reference_training_s": base_train,
             "estimated_retrain_s": base_train * len(change.y_after) / n_before
             if base_train
             else None,
@@ -419,7 +571,8 @@ def unlearn_flow(ctx: JobContext) -> None:
                     sha256=sha,
                     size_bytes=len(weights),
                     metrics=metrics,
-                    certificate=None,
+                    certificate=new_cert,
+                    noise_sha256=new_noise_sha,
                     created_at=utcnow(),
                 )
             )
@@ -450,9 +603,13 @@ def unlearn_flow(ctx: JobContext) -> None:
                     "dataset_sha256": data_sha,
                     "update_norm": metrics.get("update_norm"),
                     "gradient_residual": metrics.get("gradient_residual"),
+                    "budget_exhausted": bool(metrics.get("budget_exhausted")),
+                    **(_certificate_summary(new_cert) if cert is not None else {}),
                 },
             )
             result = {"model_version": new_version, "method": method, "metrics": metrics}
+            if new_cert is not None:
+                result["certificate"] = new_cert
         else:
             result = job.result or {}
         _finish(s, job, "succeeded", result=result)

@@ -29,6 +29,11 @@ NONCONVEX_SECOND_ORDER = {
 }
 
 
+#: An update is rejected when it leaves the gradient residual on the corrected data more than
+#: this factor above the residual of no update at all (a tiny Δ may add a harmless remainder).
+RESIDUAL_SLACK = 1.5
+
+
 def tiers(requested: str, convex: bool) -> list[str]:
     """Methods to try in order (``retrain`` is always the last resort of ``auto``)."""
     if requested == "auto":
@@ -64,15 +69,19 @@ def bad_evidence(
     loss_after: float | None = None,
 ) -> str | None:
     """Why an update cannot be trusted, or ``None``: non-finite parameters, a gradient
-    residual on the corrected data that rose, or (non-convex) a loss on the retained data that
-    rose."""
+    residual on the corrected data that rose beyond ``RESIDUAL_SLACK`` times that of no update,
+    or (non-convex) a loss on the retained data that rose."""
     if not all(bool(np.isfinite(t.numpy()).all()) for t in after.params.values()):
         return "the update produced non-finite parameters"
     res_after, res_before = (
         metrics.get("gradient_residual"),
         metrics.get("gradient_residual_before"),
     )
-    if res_after is not None and res_before is not None and not res_after <= res_before:
+    if (
+        res_after is not None
+        and res_before is not None
+        and not res_after <= RESIDUAL_SLACK * res_before + 1e-9
+    ):
         return (
             f"the gradient residual on the corrected data rose from {res_before:.3g} to "
             f"{res_after:.3g}"

@@ -73,10 +73,13 @@ def create_model(
         training = TrainingOptions.from_dict(body.training)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
-    if body.certification is not None:
+    if body.certification is not None and architecture["kind"] not in (
+        "logistic_regression",
+        "linear_svm",
+    ):
         raise InvalidInput(
-            "Certified training ('certification') is not available in this version of unlearnd "
-            'yet; send "certification": null for a best-effort model.'
+            "Certified removal ('certification') needs a convex model, logistic_regression or "
+            'linear_svm; send "certification": null for a best-effort model.'
         )
     if session.scalar(
         select(Model.id).where(Model.tenant == principal.tenant, Model.name == body.name)
@@ -89,6 +92,11 @@ def create_model(
             "under one model's lineage, so each model needs its own dataset: upload it again."
         )
     dv = current_dataset_version(session, ds)
+    if body.certification is not None and (dv.n_classes or 0) != 2:
+        raise InvalidInput(
+            f"Certified removal is implemented for binary problems; dataset '{ds.id}' has "
+            f"{dv.n_classes} classes."
+        )
     is_lm = architecture["kind"] == "char_lstm"
     if is_lm != (ds.kind == "text"):
         raise InvalidInput(
@@ -112,7 +120,7 @@ def create_model(
         dataset_id=ds.id,
         architecture=architecture,
         training=training.to_dict(),
-        certification=None,
+        certification=None if body.certification is None else body.certification.model_dump(),
         current_version=None,
         created_at=utcnow(),
     )

@@ -631,7 +631,11 @@ def _assert_no_model(client: httpx.Client, name: str, events_before: int) -> Non
         ({"training": {"l2": -1}}, ["l2", "> 0"]),
         ({"training": {"l2": "lots"}}, ["l2"]),
         ({"training": {"solver": "adam"}}, ["solver", "newton"]),
-        ({"certification": {"epsilon": 1.0, "delta": 1e-5}}, ["certification", "null"]),
+        (
+            {"architecture": {"kind": "mlp"}, "certification": {"epsilon": 1.0, "delta": 1e-5}},
+            ["convex", "null"],
+        ),
+        ({"certification": {"epsilon": 1.0, "delta": 2.0}}, ["delta"]),
         ({"certification": {"epsilon": -1.0, "delta": 1e-5}}, ["epsilon"]),
         ({"name": "has spaces"}, ["name"]),
         ({"optimizer": "sgd"}, ["optimizer"]),
