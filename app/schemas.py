@@ -26,7 +26,9 @@ class CertificationIn(Strict):
         default=None, gt=0, description="Noise scale; chosen by the service when omitted."
     )
     capacity: int = Field(
-        default=100, ge=1, le=100_000,
+        default=100,
+        ge=1,
+        le=100_000,
         description="When sigma is omitted: how many typical single-record requests one "
         "budget should absorb.",
     )

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     run_reconciler: bool = True
     max_upload_bytes: int = 1 << 30
     exact_max_params: int = 5000
+    exposure_candidates: int = Field(
+        default=10_000, ge=100, description="Random candidates scored for a secret's exposure."
+    )
     device: str = "auto"
     # Redis visibility timeout: longer than the longest job, or Redis redelivers mid-run.
     broker_visibility_timeout_s: int = 12 * 3600

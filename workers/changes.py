@@ -39,6 +39,8 @@ class Change:
     details: dict[str, Any] = field(default_factory=dict)
     #: Efficacy check of an updated model: why it still holds the old data, or None.
     efficacy: Callable[[TrainedModel], str | None] | None = None
+    #: Efficacy evidence of a model (e.g. the exposure of a rectified string), before/after.
+    probe: Callable[[TrainedModel], dict[str, Any]] | None = None
 
 
 def tabular_change(kind: str, payload: dict[str, Any], data: TabularData) -> Change:
@@ -125,7 +127,9 @@ def tabular_change(kind: str, payload: dict[str, Any], data: TabularData) -> Cha
     )
 
 
-def text_change(payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel) -> Change:
+def text_change(
+    payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel, n_candidates: int = 10_000
+) -> Change:
     """Change set of ``rectify_text``: the training windows touching an occurrence of ``find``
     (Z) and the same windows rewritten (Z̃), over the model's vocabulary and window."""
     from unlearning.text import rectify
@@ -147,6 +151,15 @@ def text_change(payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel
     find, window = payload["find"], int(arch["window"])
     first = int(rect.occurrences[0])
     prefix = corpus.text[max(0, first - window) : first]
+
+    def exposure_of_find(model: TrainedModel) -> dict[str, Any]:
+        from unlearning.exposure import exposure
+
+        out: dict[str, Any] = {"exposure": exposure(model, prefix, find, n_candidates)}
+        from unlearning.text import complete
+
+        out["completion"] = complete(model, prefix, len(find))
+        return out
 
     def still_completes(model: TrainedModel) -> str | None:
         from unlearning.text import complete
@@ -171,6 +184,7 @@ def text_change(payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel
             "windows_added": len(rect.Zt_y),
         },
         efficacy=still_completes,
+        probe=exposure_of_find if prefix else None,
     )
 
 

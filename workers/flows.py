@@ -432,7 +432,7 @@ def unlearn_flow(ctx: JobContext) -> None:
     if isinstance(data, TextCorpus):
         if req_kind != "rectify_text":
             raise JobFailed(f"'{req_kind}' does not apply to a text corpus; use rectify_text.")
-        change = text_change(payload, data, before)
+        change = text_change(payload, data, before, settings.exposure_candidates)
     else:
         change = tabular_change(req_kind, payload, data)
     factorization = None
@@ -533,6 +533,10 @@ def unlearn_flow(ctx: JobContext) -> None:
             **change.details,
         }
     )
+    if change.probe is not None:
+        ctx.report("measuring exposure", 0.87)
+        metrics["efficacy_before"] = change.probe(before)
+        metrics["efficacy_after"] = change.probe(after_model)
     ctx.report("saving", 0.9)
     weights = model_to_safetensors(after_model)
     sha = store().put(weights)

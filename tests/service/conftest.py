@@ -11,7 +11,12 @@ from svc import Service, start_service, stop_service
 
 @pytest.fixture(scope="session")
 def service(backend_factory, tmp_path_factory) -> Iterator[Service]:  # type: ignore[no-untyped-def]
-    svc = start_service(backend_factory("service"), tmp_path_factory.mktemp("service"))
+    svc = start_service(
+        backend_factory("service"),
+        tmp_path_factory.mktemp("service"),
+        # fewer exposure candidates than the default 10⁴ keep the language-model test short
+        extra_env={"UNLEARND_EXPOSURE_CANDIDATES": "2000"},
+    )
     yield svc
     stop_service(svc)
 

@@ -100,6 +100,11 @@ def test_rectify_text_makes_the_model_forget_a_memorised_secret(admin):
     assert v1["completion"] == SECRET, v1  # memorised before
     assert v2["completion"] != SECRET, v2  # gone after
     assert v2["log_perplexities"][0] > v1["log_perplexities"][0]
+    # the job's efficacy evidence: exposure of the secret before and after (Carlini et al.)
+    before, after = m["efficacy_before"]["exposure"], m["efficacy_after"]["exposure"]
+    assert before["n_candidates"] >= 1000
+    assert after["exposure_bits"] < before["exposure_bits"]
+    assert m["efficacy_before"]["completion"] == SECRET
     ds = admin.get(f"/v1/datasets/{card['id']}").json()
     assert ds["version"] == 2
     assert ds["n_records"] == len(text.replace(SECRET, "not here"))
