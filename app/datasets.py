@@ -29,6 +29,9 @@ class TabularData:
     record_ids: np.ndarray
     subject_ids: np.ndarray
     feature_names: np.ndarray
+    #: the dataset's own held-out split (optional; evaluation only, never trained on)
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
     @property
     def n_records(self) -> int:
@@ -64,10 +67,13 @@ class TabularData:
             self.record_ids[keep],
             self.subject_ids[keep],
             self.feature_names,
+            self.X_test,
+            self.y_test,
         )
 
     def to_npz_bytes(self) -> bytes:
         buf = io.BytesIO()
+        held_out = {} if self.X_test is None else {"X_test": self.X_test, "y_test": self.y_test}
         np.savez(
             buf,
             X=self.X,
@@ -75,6 +81,7 @@ class TabularData:
             record_ids=self.record_ids,
             subject_ids=self.subject_ids,
             feature_names=self.feature_names,
+            **held_out,
         )
         return buf.getvalue()
 
@@ -174,13 +181,37 @@ def parse_npz(data: bytes) -> TabularData:
             raise InvalidInput("'feature_names' must be unique.")
     else:
         feature_names = np.array([f"f{j}" for j in range(d)])
-    return TabularData(X, y, record_ids, subject_ids, feature_names)
+    X_test, y_test = _held_out(arrays, d, int(y.max()) + 1)
+    return TabularData(X, y, record_ids, subject_ids, feature_names, X_test, y_test)
+
+
+def _held_out(
+    arrays: dict[str, np.ndarray], d: int, k: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The optional held-out split ``X_test`` (m, d) / ``y_test`` (m,), validated."""
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        raise InvalidInput("Give both 'X_test' and 'y_test' for a held-out split, or neither.")
+    if "X_test" not in arrays:
+        return None, None
+    X_test, y_test = arrays["X_test"], arrays["y_test"]
+    if X_test.ndim != 2 or X_test.shape[1] != d or X_test.shape[0] == 0:
+        raise InvalidInput(f"'X_test' must have shape (m, {d}); got {X_test.shape}.")
+    if X_test.dtype.kind not in "fiub" or not np.isfinite(X_test).all():
+        raise InvalidInput("'X_test' must hold finite numbers.")
+    if y_test.ndim != 1 or y_test.shape[0] != X_test.shape[0]:
+        raise InvalidInput("'y_test' must have one label per row of 'X_test'.")
+    if y_test.dtype.kind not in "iub" or y_test.min() < 0 or y_test.max() >= k:
+        raise InvalidInput(f"'y_test' must hold the training classes 0..{k - 1}.")
+    return X_test.astype(np.float64), y_test.astype(np.int64)
 
 
 def load_stored(data: bytes) -> TabularData:
     """Load a stored (already validated) dataset version."""
     with np.load(io.BytesIO(data), allow_pickle=False) as a:
-        return TabularData(a["X"], a["y"], a["record_ids"], a["subject_ids"], a["feature_names"])
+        held = (a["X_test"], a["y_test"]) if "X_test" in a.files else (None, None)
+        return TabularData(
+            a["X"], a["y"], a["record_ids"], a["subject_ids"], a["feature_names"], *held
+        )
 
 
 @dataclass

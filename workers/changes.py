@@ -39,6 +39,8 @@ class Change:
     details: dict[str, Any] = field(default_factory=dict)
     #: Efficacy check of an updated model: why it still holds the old data, or None.
     efficacy: Callable[[TrainedModel], str | None] | None = None
+    #: the dataset's held-out split (X_test, y_test), when it has one
+    held_out: tuple[np.ndarray, np.ndarray] | None = None
     #: Efficacy evidence of a model (e.g. the exposure of a rectified string), before/after.
     probe: Callable[[TrainedModel], dict[str, Any]] | None = None
 
@@ -111,7 +113,15 @@ def tabular_change(kind: str, payload: dict[str, Any], data: TabularData) -> Cha
         raise JobFailed(f"Request kind '{kind}' does not apply to tabular models.")
     if rows.size == 0:
         raise JobFailed("The request affects no record of the current dataset.")
-    after = TabularData(X_new, y_new, data.record_ids, data.subject_ids, data.feature_names)
+    after = TabularData(
+        X_new,
+        y_new,
+        data.record_ids,
+        data.subject_ids,
+        data.feature_names,
+        data.X_test,
+        data.y_test,
+    )
     return Change(
         data.X[rows],
         data.y[rows],

@@ -235,6 +235,8 @@ def train_flow(ctx: JobContext) -> None:
     weights = model_to_safetensors(trained)
     sha = store().put(weights)
     X, y = _training_arrays(trained, data)
+    if isinstance(data, TabularData) and data.X_test is not None and data.y_test is not None:
+        metrics["held_out"] = evaluate(trained, data.X_test, data.y_test)
     metrics = {
         **metrics,
         "n_parameters": sum(int(t.numel()) for t in trained.params.values()),
@@ -291,6 +293,8 @@ def _evaluate(model: TrainedModel, change: Change) -> dict[str, Any]:
     }
     if change.Zt_X.shape[0]:
         out["affected_corrected"] = evaluate(model, change.Zt_X, change.Zt_y)
+    if change.held_out is not None:
+        out["held_out"] = evaluate(model, *change.held_out)
     return out
 
 
@@ -435,6 +439,8 @@ def unlearn_flow(ctx: JobContext) -> None:
         change = text_change(payload, data, before, settings.exposure_candidates)
     else:
         change = tabular_change(req_kind, payload, data)
+        if data.X_test is not None and data.y_test is not None:
+            change.held_out = (data.X_test, data.y_test)
     factorization = None
     if factorization_sha is not None:
         try:
@@ -680,6 +686,18 @@ def verify_flow(ctx: JobContext) -> None:
         "loss_version": ev_c["loss"],
         "loss_reference": ev_r["loss"],
         "reference_training": ref_metrics,
+        **(
+            {
+                "held_out_accuracy_version": evaluate(candidate, data.X_test, data.y_test)[
+                    "accuracy"
+                ],
+                "held_out_accuracy_reference": evaluate(reference, data.X_test, data.y_test)[
+                    "accuracy"
+                ],
+            }
+            if isinstance(data, TabularData) and data.X_test is not None
+            else {}
+        ),
         "retrain_wall_time_s": retrain_s,
         "n_records": len(y),
     }
