@@ -89,6 +89,7 @@ def main() -> None:
         cg_tol=1e-3,
         cg_max_iter=30,
         last_k_layers=1,
+        hessian_rows=2048,  # subsampled Hessian products, as the service does for deep models
     )
     r2 = unlearn(poisoned, Xf, ytr, *Z, so)
     acc["second_order"] = evaluate(r2.model, Xte, yte)["accuracy"]

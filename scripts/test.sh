@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 tiers=${UNLEARND_TEST_TIERS:-"embedded postgres"}
-echo "== lint (ruff)"
+echo "== lint (ruff) and types (mypy on the numerical core and the store)"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 mkdir -p .test-reports
 for tier in $tiers; do
   echo "== tests, tier: $tier"

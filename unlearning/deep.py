@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,10 @@ from .options import TrainingOptions
 #: dtype of the parameters of non-convex models.
 DEEP_DTYPE = torch.float32
 
-_ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "tanh": torch.tanh,
+}
 
 
 def _pos_int(name: str, v: Any, lo: int = 1) -> int:

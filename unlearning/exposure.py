@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import string
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -55,7 +56,7 @@ def exposure(
     secret: str,
     n_candidates: int = DEFAULT_CANDIDATES,
     seed: int = 0,
-) -> dict[str, float | int]:
+) -> dict[str, Any]:
     """Exposure of ``secret`` after ``prefix``; see the module docstring. Log-perplexities in
     bits."""
     if n_candidates < 10:

@@ -197,10 +197,10 @@ class _Step:
             return None
         if choice == "jacobi":
             if linear:
-                diag = sum(
-                    s * glm_diagonal(self.obj, self.theta, X, y) for X, y, s in self.data.parts()
-                )
-                diag = diag + l2 + mu
+                diag = torch.stack(
+                    [s * glm_diagonal(self.obj, self.theta, X, y) for X, y, s in self.data.parts()]
+                ).sum(0)
+                diag = diag + (l2 + mu)
                 metrics["preconditioner_diagonal"] = "closed_form"
             else:
                 diag = hutchinson_diagonal(

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,22 @@ def train_model(client: httpx.Client, name: str, dataset_id: str, l2: float = 1.
     job = wait_job(client, r.json()["job_id"])
     assert job["status"] == "succeeded", job
     return job
+
+
+def uid(prefix: str) -> str:
+    """A unique name, so that tests sharing the session's service never collide."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def assert_problem(r: httpx.Response, status: int, *fragments: str) -> dict:
+    """``r`` is an RFC 9457 problem with ``status`` whose detail contains every fragment."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body = r.json()
+    for member in ("type", "title", "status", "detail"):
+        assert member in body, body
+    assert body["status"] == status, body
+    assert isinstance(body["detail"], str) and body["detail"], body
+    for fragment in fragments:
+        assert fragment.lower() in body["detail"].lower(), (fragment, body)
+    return body

@@ -15,27 +15,19 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from svc import Service, breast_cancer_split, npz_bytes, record_ids, train_model, upload, wait_job
+from svc import (
+    Service,
+    assert_problem,
+    breast_cancer_split,
+    npz_bytes,
+    record_ids,
+    train_model,
+    uid,
+    upload,
+    wait_job,
+)
 
 pytestmark = pytest.mark.service
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def assert_problem(r: httpx.Response, status: int, *fragments: str) -> dict:
-    """``r`` is an RFC 9457 problem with ``status`` whose detail contains every fragment."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    for member in ("type", "title", "status", "detail"):
-        assert member in body, body
-    assert body["status"] == status, body
-    assert isinstance(body["detail"], str) and body["detail"], body
-    for fragment in fragments:
-        assert fragment.lower() in body["detail"].lower(), (fragment, body)
-    return body
 
 
 def dataset_ids(client: httpx.Client) -> set[str]:

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import httpx
 import numpy as np
 import pytest
-from svc import record_ids, upload
+from svc import assert_problem, record_ids, uid, upload
 
 pytestmark = pytest.mark.service
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def assert_problem(r: httpx.Response, status: int, *fragments: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    assert {"type", "title", "status", "detail"} <= set(body), body
-    assert body["status"] == status
-    for fragment in fragments:
-        assert fragment.lower() in body["detail"].lower(), (fragment, body)
-    return body
 
 
 def create_key(admin: httpx.Client, scopes: list[str], **extra) -> dict:

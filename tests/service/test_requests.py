@@ -3,32 +3,15 @@ request state, cancellation of ended jobs and scoring."""
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import numpy as np
 import pytest
 from safetensors.numpy import load as load_safetensors
-from svc import breast_cancer_split, record_ids, train_model, upload, wait_job
+from svc import assert_problem, breast_cancer_split, record_ids, train_model, uid, upload, wait_job
 
 pytestmark = pytest.mark.service
 
 L2 = 10.0
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def assert_problem(r: httpx.Response, status: int, *fragments: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    assert {"type", "title", "status", "detail"} <= set(body), body
-    assert body["status"] == status
-    for fragment in fragments:
-        assert fragment.lower() in body["detail"].lower(), (fragment, body)
-    return body
 
 
 @pytest.fixture
