@@ -655,15 +655,27 @@ def verify_flow(ctx: JobContext) -> None:
                 "verify the current version instead."
             )
         weights_sha, data_sha, version, kind = mv.sha256, dv.sha256, mv.version, ds.kind
+        cert, noise_sha = mv.certificate, mv.noise_sha256
     ctx.report("loading", 0.05)
     data = _load_data(kind, data_sha)
     candidate = model_from_safetensors(store().get(weights_sha))
     X, y = _training_arrays(candidate, data)
     ctx.report("retraining reference", 0.1)
+    noise = None
+    if (cert or {}).get("sigma") and noise_sha is not None:
+        # a certified version optimises the perturbed objective: the reference uses the same b
+        noise = certify.noise_for(
+            candidate, certify.read_seed(store().get(noise_sha)), cert["sigma"]
+        )
     started = time.perf_counter()
     try:
         reference, ref_metrics = train(
-            candidate.architecture, X, y, candidate.n_classes, _training_options(model.training)
+            candidate.architecture,
+            X,
+            y,
+            candidate.n_classes,
+            _training_options(model.training),
+            noise=noise,
         )
     except ValueError as exc:
         raise JobFailed(f"Retraining the reference failed: {exc}") from exc
