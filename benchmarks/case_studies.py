@@ -257,7 +257,9 @@ def main() -> None:
         finally:
             stop_service(svc)
     out = ROOT / "benchmarks" / "results" / "case_studies.json"
-    out.write_text(json.dumps(results, indent=2))
+    merged = {r["case"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    merged.update({r["case"]: r for r in results})  # --only refreshes one case, keeps the rest
+    out.write_text(json.dumps(list(merged.values()), indent=2))
     print(f"\nwrote {out}")
 
 
