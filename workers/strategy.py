@@ -19,13 +19,13 @@ from unlearning import TrainedModel
 #: Non-convex models: Hessian-vector products on a subsample of this many rows of D'
 #: (subsampled Newton), capped power iteration, and damping μ = 0.01·λ̂_max because their
 #: Hessian need not be positive definite.
-NONCONVEX_HESSIAN_ROWS = 2048
-NONCONVEX_UPDATE = {"hessian_rows": NONCONVEX_HESSIAN_ROWS, "power_iterations": 30}
+NONCONVEX_HESSIAN_ROWS = 512
+NONCONVEX_UPDATE = {"hessian_rows": NONCONVEX_HESSIAN_ROWS, "power_iterations": 20}
 NONCONVEX_SECOND_ORDER = {
     "solver": "cg",
     "damping_relative": 0.01,
     "cg_tol": 1e-4,
-    "cg_max_iter": 100,
+    "cg_max_iter": 30,
 }
 
 
