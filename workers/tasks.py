@@ -21,12 +21,19 @@ def run_job(self: Task, job_id: str) -> str:
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     """Run one tiny update so the first real job does not pay torch's one-off set-up costs
-    (about 2 s on a CPU for torch.func's first vmap/grad)."""
+    (about 2 s on a CPU for torch.func's first vmap/grad and the Woodbury path's compilation)."""
     import numpy as np
 
-    from unlearning import TrainingOptions, UnlearnOptions, train, unlearn
+    from unlearning import (
+        TrainingOptions,
+        UnlearnOptions,
+        build_factorization,
+        train,
+        unlearn,
+    )
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(16, 3)), np.arange(16) % 2
     model, _ = train({"kind": "logistic_regression"}, X, y, 2, TrainingOptions(l2=1.0))
-    unlearn(model, X[1:], y[1:], X[:1], y[:1], X[:0], y[:0], UnlearnOptions())
+    fact = build_factorization(model, X, y)
+    unlearn(model, X[1:], y[1:], X[:1], y[:1], X[:0], y[:0], UnlearnOptions(), factorization=fact)
