@@ -93,3 +93,15 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         raise BadRequest(
             "The cursor is malformed; pass back the 'next_cursor' of the previous page."
         ) from exc
+
+
+def cursor_int(position: dict[str, Any] | None, key: str) -> int | None:
+    """An integer position of a cursor, or a 400 for a tampered one."""
+    if position is None:
+        return None
+    try:
+        return int(position.get(key, 0))
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(
+            "The cursor is malformed; pass back the 'next_cursor' of the previous page."
+        ) from exc

@@ -14,7 +14,7 @@ MAX_IDS_PER_REQUEST = 100_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CertificationIn(Strict):

@@ -14,7 +14,8 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing dependencies (torch is pinned to 2.13.0)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  # torch first and exactly: a looser spec would pull a multi-GB CUDA build.
+  # torch first and exactly (see pyproject.toml): the CPU wheel on the development machines; on a
+  # plain Linux x86_64 machine PyPI's 2.13.0 wheel is the CUDA build, a download of several GB.
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
   .venv/bin/python -m pip install --quiet -e ".[dev]"
   echo "$want" > "$stamp"

@@ -42,6 +42,8 @@ def on_job_ended(session: Session, job: Job) -> None:
     model = session.get(Model, job.model_id)
     if req is None or model is None:
         return
+    subject = req.payload.get("subject_id")
+    req.payload = redacted_payload(secret, req.payload)  # nothing personal outlives the request
     append_event(
         session,
         secret,
@@ -50,7 +52,7 @@ def on_job_ended(session: Session, job: Job) -> None:
         model=model.name,
         request_id=req.id,
         job_id=job.id,
-        subject_ids=[req.payload["subject_id"]] if req.payload.get("subject_id") else [],
+        subject_ids=[subject] if subject else [],
         data={"kind": req.kind, "reason": (job.error or {}).get("detail")},
     )
 

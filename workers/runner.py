@@ -121,6 +121,7 @@ def claim(job_id: str, worker_id: str, lease_s: float) -> ClaimOutcome | None:
             return ClaimOutcome.SKIPPED
         if job.cancel_requested:
             _finish(s, job, "canceled", error={"detail": "Canceled before it ran."})
+            on_job_ended(s, job)
             return ClaimOutcome.DONE
         if job.attempts >= job.max_attempts:
             _finish(
@@ -132,6 +133,7 @@ def claim(job_id: str, worker_id: str, lease_s: float) -> ClaimOutcome | None:
                     "detail": f"The job was interrupted {job.attempts} times (worker lost?).",
                 },
             )
+            on_job_ended(s, job)
             return ClaimOutcome.DONE
         blocking = s.scalar(
             select(Job.id)
@@ -143,7 +145,8 @@ def claim(job_id: str, worker_id: str, lease_s: float) -> ClaimOutcome | None:
             .limit(1)
         )
         if blocking is not None:
-            s.rollback()
+            # the message stays alive as a retry: keep the reconciler from sending another
+            job.dispatched_at = now
             return ClaimOutcome.BUSY
         job.status = "running"
         job.lease_owner = worker_id

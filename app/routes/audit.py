@@ -14,7 +14,7 @@ from sqlalchemy import Select, select
 from app.audit import event_document, pseudonym, verify_chain
 from app.db import get_sessionmaker
 from app.deps import Auditor, SessionDep, SettingsDep
-from app.lookups import decode_cursor, encode_cursor
+from app.lookups import cursor_int, decode_cursor, encode_cursor
 from app.orm import AuditEvent, AuditSubject
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -68,8 +68,9 @@ def list_events(
         principal.tenant, settings.resolved_secret_key(), model, subject, request, since, until
     )
     pos = decode_cursor(cursor)
-    if pos:
-        q = q.where(AuditEvent.seq > int(pos.get("seq", 0)))
+    after = cursor_int(pos, "seq")
+    if after is not None:
+        q = q.where(AuditEvent.seq > after)
     rows = session.scalars(q.order_by(AuditEvent.seq).limit(limit + 1)).all()
     nxt = encode_cursor({"seq": rows[limit - 1].seq}) if len(rows) > limit else None
     return {"items": [event_view(e) for e in rows[:limit]], "next_cursor": nxt}

@@ -35,7 +35,7 @@ def dataset_card(ds: Dataset, dv: DatasetVersion) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-async def upload_dataset(
+def upload_dataset(
     principal: Submitter,
     session: SessionDep,
     settings: SettingsDep,
@@ -49,7 +49,8 @@ async def upload_dataset(
     """Upload version 1 of a dataset: a tabular ``.npz`` (arrays loaded with
     ``allow_pickle=False``) or, with ``kind=text``, a UTF-8 text corpus (``n_records`` counts
     its characters, ``n_classes`` its distinct characters)."""
-    data = await file.read(settings.max_upload_bytes + 1)
+    # a plain def: FastAPI runs it in a worker thread, so parsing and fsync never block the loop
+    data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(
             f"The upload exceeds {settings.max_upload_bytes} bytes (UNLEARND_MAX_UPLOAD_BYTES)."
@@ -88,6 +89,8 @@ async def upload_dataset(
         data={"dataset_id": ds.id, "version": 1, "n_records": n_records, "sha256": sha},
     )
     session.commit()
+    # identical bytes may belong to a superseded version purged between put and commit
+    store().put(canonical)
     response.headers["Location"] = f"/v1/datasets/{ds.id}"
     return dataset_card(ds, dv)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.audit import append_event
 from app.deps import Reader, SessionDep, SettingsDep, Submitter
@@ -14,6 +15,7 @@ from app.errors import Conflict, InvalidInput
 from app.jobs import dispatch, new_job
 from app.lookups import (
     current_dataset_version,
+    cursor_int,
     dataset_or_404,
     decode_cursor,
     encode_cursor,
@@ -125,7 +127,11 @@ def create_model(
         created_at=utcnow(),
     )
     session.add(model)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request took the name first
+        session.rollback()
+        raise Conflict(f"A model named '{body.name}' exists already; choose another name.") from exc
     job = new_job(session, tenant=principal.tenant, kind="train", model_id=model.id)
     append_event(
         session,
@@ -187,8 +193,9 @@ def list_versions(
     model = model_or_404(session, principal.tenant, name)
     pos = decode_cursor(cursor)
     q = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    if pos:
-        q = q.where(ModelVersion.version > int(pos.get("version", 0)))
+    after = cursor_int(pos, "version")
+    if after is not None:
+        q = q.where(ModelVersion.version > after)
     rows = session.scalars(q.order_by(ModelVersion.version).limit(limit + 1)).all()
     nxt = encode_cursor({"version": rows[limit - 1].version}) if len(rows) > limit else None
     return {"items": [version_card(model, v) for v in rows[:limit]], "next_cursor": nxt}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Header, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.audit import append_event
+from app.audit import append_event, pseudonym
 from app.deps import Reader, SessionDep, SettingsDep, Submitter
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound
 from app.jobs import dispatch, new_job
@@ -214,9 +214,10 @@ def submit_request(
         data={
             "kind": req.kind,
             "method": req.method,
-            "requester": req.requester,
+            # free text that may identify people: keyed hashes only, like record ids
+            "requester_hash": _keyed(settings, "requester", req.requester),
+            "reference_hash": _keyed(settings, "reference", req.reference),
             "legal_basis": req.legal_basis,
-            "reference": req.reference,
         },
     )
     try:
@@ -231,6 +232,10 @@ def submit_request(
     dispatch([job.id])
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return {"id": req.id, "job_id": job.id, "status": job.status}
+
+
+def _keyed(settings: SettingsDep, kind: str, value: str | None) -> str | None:
+    return None if value is None else pseudonym(settings.resolved_secret_key(), kind, value)
 
 
 def _existing(session: SessionDep, tenant: str, key: str, body_sha: str) -> dict[str, Any] | None:

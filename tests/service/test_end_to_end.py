@@ -135,7 +135,7 @@ def test_deletion_request_becomes_a_new_model_version(admin, service):
     assert export.status_code == 200
     lines = [json.loads(line) for line in export.text.splitlines()]
     assert [e["seq"] for e in lines] == sorted(e["seq"] for e in lines)
-    for secret in [*ids[rows].tolist(), subjects[rows[0]], "dpo@example.com@"]:
+    for secret in [*ids[rows].tolist(), subjects[rows[0]], "dpo@example.com", "ticket-42"]:
         assert secret not in export.text
     verdict = admin.get("/v1/audit/verify").json()
     assert verdict["ok"] is True and verdict["first_bad"] is None
