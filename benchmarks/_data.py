@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: Where the Debian package puts the files; ``UNLEARND_FASHION_MNIST_DIR`` overrides it (a copy
+#: carried to a machine without the package, e.g. the GPU check).
+FASHION_DIR = Path(
+    os.environ.get("UNLEARND_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+)
 
 
 def _idx(path: Path) -> np.ndarray:

@@ -3,8 +3,9 @@
 15 % of the training labels (drawn from classes 0–2) are shifted to the next class; the poisoned
 model is repaired by ``correct_labels`` (Z = the poisoned points, Z̃ = the same images with the
 true labels) with the first-order update (τ = 1/λ̂_max, λ̂_max from 20 power iterations on a
-2,000-row subsample) and the second-order update (damped CG on
-Hessian-vector products, last layer), and compared with retraining on the corrected labels.
+2,000-row subsample, included in its time) and the second-order update as the service runs it
+for deep models (the last layer, exact on the head features of all rows, damped CG), and
+compared with retraining on the corrected labels (same seed and epochs).
 Subset (stated in the output): N_TRAIN training and N_TEST test images, EPOCHS epochs, so that
 it runs in a few minutes on 2 CPU cores.
 
@@ -32,11 +33,16 @@ from unlearning.architectures import flatten  # noqa: E402
 from unlearning.hessian import power_iteration  # noqa: E402
 from unlearning.objective import Objective  # noqa: E402
 
-N_TRAIN, N_TEST, EPOCHS = 10_000, 2_000, 3
+N_TRAIN, N_TEST = 10_000, 2_000
 ARCH = {"kind": "cnn", "channels": [8, 16]}
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    EPOCHS = parser.parse_args().epochs
     torch.set_num_threads(2)
     Xtr, ytr, Xte, yte = load_fashion_mnist()
     rng = np.random.default_rng(0)
@@ -82,18 +88,20 @@ def main() -> None:
     r1 = unlearn(poisoned, Xf, ytr, *Z, UnlearnOptions(method="first_order", tau=1.0 / lam))
     acc["first_order"] = evaluate(r1.model, Xte, yte)["accuracy"]
     times["first_order"] = r1.metrics["wall_time_s"] + t_lam
+    # The service's second order for deep models (workers/strategy.py): the last layer, solved
+    # exactly as the linear problem it is on the head features of all rows (one forward pass),
+    # CG with the block preconditioner, damping μ = 0.01·λ_max of the head Hessian.
     so = UnlearnOptions(
         method="second_order",
         solver="cg",
-        damping=0.01 * lam,
-        cg_tol=1e-3,
+        damping_relative=0.01,
+        cg_tol=1e-4,
         cg_max_iter=30,
         last_k_layers=1,
-        hessian_rows=2048,  # subsampled Hessian products, as the service does for deep models
     )
     r2 = unlearn(poisoned, Xf, ytr, *Z, so)
     acc["second_order"] = evaluate(r2.model, Xte, yte)["accuracy"]
-    times["second_order"] = r2.metrics["wall_time_s"] + t_lam
+    times["second_order"] = r2.metrics["wall_time_s"]
     lost = acc["clean"] - acc["poisoned"]
     rows = []
     for name in ("clean", "poisoned", "first_order", "second_order", "retrained"):

@@ -36,6 +36,9 @@ class ArchitectureSpec:
 
     kind: str = ""
     convex: bool = False
+    #: True when logits = head(features(X)) with a final linear layer ``head.weight`` (k_out, F),
+    #: ``head.bias`` (k_out,) (every deep entry; enables the exact last-layer update)
+    has_head: bool = False
 
     def normalize(self, architecture: Mapping[str, Any]) -> dict[str, Any]:
         """Return the canonical JSON description; raise ValueError on bad options."""
@@ -52,6 +55,12 @@ class ArchitectureSpec:
     ) -> torch.Tensor:
         """Logits, shape (n, n_outputs), for X of shape (n, n_features)."""
         raise NotImplementedError
+
+    def features(
+        self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
+    ) -> torch.Tensor:
+        """Inputs (n, F) of the final linear layer (entries with ``has_head`` only)."""
+        raise NotImplementedError(f"{self.kind} has no separate head layer")
 
     def losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample loss ℓ, shape (n,), from logits (n, k_out) and integer labels y (n,).

@@ -83,6 +83,7 @@ class DeepSpec(ArchitectureSpec):
     """Base of the non-convex entries: adds parameter initialisation."""
 
     convex = False
+    has_head = True
 
     def init_params(
         self, shapes: ParamShapes, generator: torch.Generator
@@ -104,6 +105,19 @@ class DeepSpec(ArchitectureSpec):
             u = torch.rand(shape, generator=generator, dtype=DEEP_DTYPE)
             out[name] = (2.0 * u - 1.0) * bound
         return out
+
+    def features(
+        self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
+    ) -> torch.Tensor:
+        """Input of the linear ``head`` layer, shape (n, F): logits = features Wᵀ + b with
+        ``head.weight`` (k_out, F) and ``head.bias`` (k_out,)."""
+        raise NotImplementedError
+
+    def forward(
+        self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
+    ) -> torch.Tensor:
+        h = self.features(architecture, params, X)
+        return F.linear(h, params["head.weight"], params["head.bias"])
 
 
 class MLP(DeepSpec):
@@ -136,14 +150,14 @@ class MLP(DeepSpec):
         shapes["head.bias"] = (k,)
         return shapes
 
-    def forward(
+    def features(
         self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
     ) -> torch.Tensor:
         act = _ACTIVATIONS[architecture["activation"]]
         h = X
         for i in range(1, len(architecture["hidden"]) + 1):
             h = act(F.linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"]))
-        return F.linear(h, params["head.weight"], params["head.bias"])
+        return h
 
 
 class CNN(DeepSpec):
@@ -208,7 +222,7 @@ class CNN(DeepSpec):
         shapes["head.bias"] = (k,)
         return shapes
 
-    def forward(
+    def features(
         self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
     ) -> torch.Tensor:
         h = X.reshape(X.shape[0], *architecture["input_shape"])
@@ -220,7 +234,7 @@ class CNN(DeepSpec):
                     F.conv2d(h, params[f"conv{j}.weight"], params[f"conv{j}.bias"], padding=1)
                 )
             h = F.max_pool2d(h, 2)
-        return F.linear(h.reshape(h.shape[0], -1), params["head.weight"], params["head.bias"])
+        return h.reshape(h.shape[0], -1)
 
 
 class CharLSTM(DeepSpec):
@@ -273,7 +287,7 @@ class CharLSTM(DeepSpec):
         shapes["head.bias"] = (n_classes,)
         return shapes
 
-    def forward(
+    def features(
         self, architecture: Mapping[str, Any], params: Mapping[str, torch.Tensor], X: torch.Tensor
     ) -> torch.Tensor:
         idx = X.round().long()
@@ -300,7 +314,7 @@ class CharLSTM(DeepSpec):
                     outs.append(h)
             if k + 1 < architecture["layers"]:
                 inp = torch.stack(outs, dim=1)
-        return F.linear(h, params["head.weight"], params["head.bias"])
+        return h
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1)

@@ -71,8 +71,20 @@ def augment(X: torch.Tensor) -> torch.Tensor:
 def logit_curvature(
     obj: Objective, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
-    """C_i = ∂²ℓ(z_i, y_i)/∂z² (n, k_out, k_out) from the spec's loss via torch.func."""
+    """C_i = ∂²ℓ(z_i, y_i)/∂z² (n, k_out, k_out).
+
+    Closed form for logistic regression (binary p(1 − p); multinomial diag p − p pᵀ), the
+    spec's loss through torch.func otherwise (the tests compare both).
+    """
     spec = obj.spec
+    if spec.kind == "logistic_regression":
+        with torch.no_grad():
+            z = obj.logits(theta.detach(), X)
+            if z.shape[1] == 1:
+                p1 = torch.sigmoid(z)
+                return (p1 * (1.0 - p1)).unsqueeze(2)
+            P = torch.softmax(z, dim=1)
+            return torch.diag_embed(P) - P.unsqueeze(2) * P.unsqueeze(1)
 
     def loss1(z: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         return spec.losses(z.unsqueeze(0), yi.unsqueeze(0)).sum()

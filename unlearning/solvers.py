@@ -220,21 +220,34 @@ def jacobi_preconditioner(diagonal: torch.Tensor, floor: float = 1e-12) -> MatVe
     return lambda r: r * inv
 
 
-def block_preconditioner(blocks: torch.Tensor, perm: torch.Tensor) -> MatVec:
+def block_preconditioner(
+    blocks: torch.Tensor, perm: torch.Tensor, flat_curvature: float | None = None
+) -> MatVec:
     """Block-diagonal preconditioner M = P blockdiag(B_1..B_k) Pᵀ.
 
     ``blocks`` (k, m, m) SPD; ``perm`` (k·m,) maps block coordinates to flat coordinates: the
     j-th coordinate of block a is flat index perm[a·m + j]. Each block is factorised once by
     Cholesky (cost k·m³/3); applying M⁻¹ costs k·m² per call.
+
+    ``flat_curvature`` c: for a soft-max model the *flat* subspace F = {1 ⊗ u} (the same change
+    u of every class's weights) is an exact eigenspace of the Hessian with eigenvalue c = λ + μ
+    (every C_i = diag p_i − p_i p_iᵀ annihilates 1), a direction the blocks over-estimate by
+    orders of magnitude. With c given, M⁻¹ = Π_F / c + Π⊥ B⁻¹ Π⊥ (Π⊥ = I − Π_F; Π_F takes the
+    mean over classes): still SPD, exact on F, and CG works on F⊥ alone.
     """
     k, m, _ = blocks.shape
     Ls = torch.linalg.cholesky(blocks)
 
     def apply(r: torch.Tensor) -> torch.Tensor:
-        rb = r[perm].reshape(k, m, 1)
-        zb = torch.cholesky_solve(rb, Ls).reshape(-1)
+        rb = r[perm].reshape(k, m)
+        if flat_curvature is not None:
+            mean = rb.mean(0, keepdim=True)
+            zb = torch.cholesky_solve((rb - mean).unsqueeze(2), Ls).squeeze(2)
+            zb = zb - zb.mean(0, keepdim=True) + mean / flat_curvature
+        else:
+            zb = torch.cholesky_solve(rb.unsqueeze(2), Ls).squeeze(2)
         out = torch.empty_like(r)
-        out[perm] = zb
+        out[perm] = zb.reshape(-1)
         return out
 
     return apply

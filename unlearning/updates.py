@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,11 @@ from .solvers import (
 
 #: Rows used to build the block preconditioner (a scaled subsample beyond this; it only has to
 #: approximate H, the CG stopping rule uses exact products).
-BLOCK_PRECOND_ROWS = 8192
+BLOCK_PRECOND_ROWS = 4096
+#: Row chunk of the closed-form linear-model Hessian-vector product.
+HVP_CHUNK_ROWS = 4096
+#: Rows per forward pass when computing head features.
+FEATURE_BATCH = 2048
 
 
 @dataclass
@@ -95,6 +100,36 @@ class _Data:
             if X.shape[0]:
                 out = out + s * (obj.hvp(theta, X, y, v) - obj.l2 * v)
         return out
+
+    def linear_hvp(
+        self, obj: Objective, theta: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The same operator as :meth:`hvp` for a linear model, in closed form.
+
+        The per-sample logit curvatures C_i (k, k) are computed once; each product then costs
+        two (n, d)·(d, k) matrix products: Z = X Vᵀ + 1 v_bᵀ, U_i = C_i z_i, H v = [Uᵀ X, Σ U]
+        (+ λ v), instead of a double backward pass.
+        """
+        k, d = linear_dims(obj)
+        parts = []
+        for i, (X, y, s) in enumerate(self.parts()):
+            weight = s * (self.scale if i == 0 else 1.0)
+            parts.append((X, logit_curvature(obj, theta, X, y), weight))
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            Vw, vb = v[: k * d].reshape(k, d), v[k * d :]
+            gw = torch.zeros_like(Vw)
+            gb = torch.zeros_like(vb)
+            for X, C, w in parts:
+                # Row chunks small enough that X_c is still in cache for the second product.
+                for s in range(0, X.shape[0], HVP_CHUNK_ROWS):
+                    Xc = X[s : s + HVP_CHUNK_ROWS]
+                    U = torch.einsum("nab,nb->na", C[s : s + HVP_CHUNK_ROWS], Xc @ Vw.T + vb)
+                    gw += w * (U.T @ Xc)
+                    gb += w * U.sum(0)
+            return torch.cat([gw.reshape(-1), gb]) + obj.l2 * v
+
+        return apply
 
     def dense_hessian(self, obj: Objective, theta: torch.Tensor) -> torch.Tensor:
         H = dense_hessian(obj, theta, self.X, self.y)
@@ -160,27 +195,29 @@ class _Step:
             self.hess_data = _Data(
                 data.X[pick], data.y[pick], data.extra, scale=data.X.shape[0] / rows
             )
+        #: closed-form data-Hessian product of a linear model (curvatures cached at θ)
+        self._linear_hvp = self.hess_data.linear_hvp(obj, theta) if is_linear(obj) else None
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """(H_SS + μI) v for v (q,) (on the Hessian subsample when ``hessian_rows`` is set)."""
         mu = self.options.damping
+        op = self._linear_hvp or (lambda u: self.hess_data.hvp(self.obj, self.theta, u))
         if self.S is None:
-            return self.hess_data.hvp(self.obj, self.theta, v) + mu * v
+            return op(v) + mu * v
         full = torch.zeros_like(self.theta)
         full[self.S] = v
-        return self.hess_data.hvp(self.obj, self.theta, full)[self.S] + mu * v
+        return op(full)[self.S] + mu * v
 
     def dense(self) -> torch.Tensor:
         """Dense H_SS (+ μI) (q, q): closed form for the full set, HVP columns otherwise."""
         if self.S is None:
             H = self.data.dense_hessian(self.obj, self.theta)
-        else:
-            eye = torch.eye(self.q, dtype=self.theta.dtype, device=self.theta.device)
-            H = torch.stack([self.hvp(e) for e in eye], dim=1)
-            H = 0.5 * (H + H.T)
-        if self.options.damping:
-            H.diagonal().add_(self.options.damping)
-        return H
+            if self.options.damping:
+                H.diagonal().add_(self.options.damping)
+            return H
+        eye = torch.eye(self.q, dtype=self.theta.dtype, device=self.theta.device)
+        H = torch.stack([self.hvp(e) for e in eye], dim=1)  # μ already in the products
+        return 0.5 * (H + H.T)
 
     def preconditioner(self, metrics: dict[str, Any]):
         choice = self.options.preconditioner
@@ -236,7 +273,10 @@ class _Step:
         blocks = blocks + (l2 + mu) * torch.eye(
             blocks.shape[1], dtype=blocks.dtype, device=blocks.device
         )
-        return block_preconditioner(blocks, perm)
+        softmax = self.obj.spec.kind == "logistic_regression" and k > 1
+        if softmax:
+            metrics["preconditioner_flat_subspace"] = True
+        return block_preconditioner(blocks, perm, (l2 + mu) if softmax else None)
 
 
 def _second_order(
@@ -351,10 +391,117 @@ def unlearn(
     Xa, ya = to_tensors(X_after, y_after, d, k, device, dtype, "X_after")
     Zx, Zy = to_tensors(Z_X, Z_y, d, k, device, dtype, "Z_X")
     Ztx, Zty = to_tensors(Zt_X, Zt_y, d, k, device, dtype, "Zt_X")
+    names = layer_subset(obj.shapes, options.last_k_layers)
+    if names == HEAD and obj.spec.has_head:
+        return _unlearn_head(model, obj, Xa, ya, Zx, Zy, Ztx, Zty, options, start)
+    return _unlearn_tensors(
+        model, obj, Xa, ya, Zx, Zy, Ztx, Zty, options, factorization, names, start
+    )
+
+
+#: Parameter names of the final linear layer of every deep catalogue entry.
+HEAD = ["head.weight", "head.bias"]
+
+
+def _features(model: TrainedModel, obj: Objective, X: torch.Tensor) -> torch.Tensor:
+    """Inputs of the ``head`` layer (n, F) for rows X, in batches, without gradients."""
+    params = {n: t.to(X.device) for n, t in model.params.items()}
+    parts = []
+    with torch.no_grad():
+        for s in range(0, X.shape[0], FEATURE_BATCH):
+            parts.append(obj.spec.features(obj.architecture, params, X[s : s + FEATURE_BATCH]))
+    if not parts:
+        F_dim = obj.shapes["head.weight"][1]
+        return X.new_zeros(0, F_dim)
+    return torch.cat(parts)
+
+
+def _unlearn_head(
+    model: TrainedModel,
+    obj: Objective,
+    Xa: torch.Tensor,
+    ya: torch.Tensor,
+    Zx: torch.Tensor,
+    Zy: torch.Tensor,
+    Ztx: torch.Tensor,
+    Zty: torch.Tensor,
+    options: UnlearnOptions,
+    start: float,
+) -> UpdateResult:
+    """Last-layer update of a deep model as the exact linear problem it is.
+
+    With every layer but ``head`` fixed, the features f(x) (n, F) are constants and the
+    objective restricted to the head, Σ ℓ(W f + b, y) + (λ/2)‖[W, b]‖² (+ const), *is* a
+    logistic regression on the features: Δ, H_SS and the residual w.r.t. the head follow in
+    closed form (:meth:`_Data.linear_hvp`), on all rows (``hessian_rows`` only bounds the
+    products of full-network Hessians). One forward pass over D' computes the features.
+    ``gradient_residual`` is then the residual w.r.t. the head parameters
+    (``gradient_residual_scope`` = "last_layer"): a full-network residual would cost a
+    backward pass over D' per evaluation.
+    """
+    t0 = time.perf_counter()
+    Fa, Fz = _features(model, obj, Xa), _features(model, obj, Zx)
+    # correct_labels keeps the inputs: Z̃ has the features of Z
+    same = Ztx.shape == Zx.shape and torch.equal(Ztx, Zx)
+    Fzt = Fz if same else _features(model, obj, Ztx)
+    feature_s = time.perf_counter() - t0
+    k_out, F_dim = obj.shapes["head.weight"]
+    head_model = TrainedModel(
+        {"kind": "logistic_regression"},
+        {"weight": model.params["head.weight"], "bias": model.params["head.bias"]},
+        int(F_dim),
+        model.n_classes,
+        model.l2,
+        {},
+    )
+    head_obj = Objective.for_model(head_model)
+    sub = dataclasses.replace(options, last_k_layers=None, hessian_rows=None)
+    res = _unlearn_tensors(
+        head_model, head_obj, Fa, ya, Fz, Zy, Fzt, Zty, sub, None, ["weight", "bias"], start
+    )
+    params = {n: t.clone() for n, t in model.params.items()}
+    params["head.weight"] = res.model.params["weight"]
+    params["head.bias"] = res.model.params["bias"]
+    new_model = TrainedModel(
+        dict(model.architecture),
+        params,
+        model.n_features,
+        model.n_classes,
+        model.l2,
+        dict(model.training),
+        noise=model.noise,
+    )
+    metrics = dict(res.metrics)
+    metrics.update(
+        last_k_layers=options.last_k_layers,
+        reduction="head_features",
+        feature_time_s=feature_s,
+        gradient_residual_scope="last_layer",
+        gradient_residual_subset=res.metrics["gradient_residual"],
+        n_updated_params=int(k_out * (F_dim + 1)),
+        wall_time_s=time.perf_counter() - start,
+    )
+    return UpdateResult(new_model, options.method, metrics)
+
+
+def _unlearn_tensors(
+    model: TrainedModel,
+    obj: Objective,
+    Xa: torch.Tensor,
+    ya: torch.Tensor,
+    Zx: torch.Tensor,
+    Zy: torch.Tensor,
+    Ztx: torch.Tensor,
+    Zty: torch.Tensor,
+    options: UnlearnOptions,
+    factorization: Factorization | None,
+    names: list[str],
+    start: float,
+) -> UpdateResult:
+    """:func:`unlearn` on validated tensors (same devices and dtype)."""
+    device, dtype = Xa.device, Xa.dtype
     theta0 = flatten({n: t.to(device) for n, t in model.params.items()}, obj.shapes).to(dtype)
     theta0 = theta0.detach()
-
-    names = layer_subset(obj.shapes, options.last_k_layers)
     S = None if len(names) == len(obj.shapes) else _subset_index(obj.shapes, names).to(device)
     q = obj.n_params if S is None else int(S.shape[0])
 
@@ -445,6 +592,7 @@ def unlearn(
         metrics.update(cm)
     if options.method == "second_order":
         metrics["iterations"] = total_iters
+    d, k = model.n_features, model.n_classes
 
     new_theta = theta
     g_after = obj.gradient(new_theta, Xa, ya)
@@ -459,6 +607,7 @@ def unlearn(
     )
     if S is not None:
         metrics["gradient_residual_subset"] = float(g_after[S].norm())
+    metrics.setdefault("gradient_residual_scope", "all")
     metrics.update(
         update_norm=float((new_theta - theta0).norm()),
         gradient_residual=residual,
