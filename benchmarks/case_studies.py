@@ -261,6 +261,57 @@ def main() -> None:
     merged.update({r["case"]: r for r in results})  # --only refreshes one case, keeps the rest
     out.write_text(json.dumps(list(merged.values()), indent=2))
     print(f"\nwrote {out}")
+    plot(list(merged.values()), out.with_suffix(".png"))
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """One panel per case: exposure (secret), accuracies (poison, features)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+    by = {r["case"]: r for r in results}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    s = by.get("memorised secret")
+    if s:
+        ax = axes[0]
+        ax.bar(["before", "after"], [s["exposure_before_bits"], s["exposure_after_bits"]])
+        ax.axhline(2.0, color="k", ls="--", lw=0.8, label="bar: 2 bits")
+        ax.set_ylabel("exposure (bits)")
+        ax.set_title(f"secret: {s['method']}, {s['unlearn_s']:.0f} s vs {s['training_s']:.0f} s")
+        ax.legend()
+    p = by.get("poisoned labels")
+    if p:
+        ax = axes[1]
+        names = ["clean", "poisoned", "first_order", "second_order", "retrain"]
+        ax.bar(names, [p[f"acc_{n}"] for n in names], color="tab:green")
+        ax.set_ylim(min(p[f"acc_{n}"] for n in names) - 0.05, 1.0)
+        ax.set_ylabel("held-out accuracy")
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_title("poisoned labels (CNN)")
+    f = by.get("sensitive features (certified)")
+    if f:
+        ax = axes[2]
+        labels, vals = [], []
+        for k in ("auto-sigma", "sized-sigma"):
+            if k in f:
+                labels += [f"{k[:4]} σ\n{w}" for w in ("before", "after", "retrain")]
+                vals += [
+                    f[k]["train_accuracy_before"],
+                    f[k]["train_accuracy_after"],
+                    f[k]["train_accuracy_retrained"],
+                ]
+        ax.bar(labels, vals, color="tab:purple")
+        ax.set_ylim(min(vals) - 0.05, 1.0)
+        ax.set_ylabel("training accuracy")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title("sensitive features (certified)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

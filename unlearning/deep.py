@@ -3,7 +3,10 @@
 Every forward is written with functional ops on the flat parameter vector's views
 (``F.linear``, ``F.conv2d``, ``F.max_pool2d``, an LSTM with explicit gates), so the
 :class:`~unlearning.objective.Objective` machinery applies unchanged: per-sample gradients by
-``torch.func`` ``grad`` + ``vmap`` and Hessian-vector products by double backward.
+``torch.func`` ``grad`` + ``vmap`` and Hessian-vector products by double backward. Every
+entry ends in a linear ``head`` on :meth:`DeepSpec.features`; with the other layers fixed the
+head's problem is a logistic regression on the features, which the last-layer update
+(``last_k_layers=1``) solves exactly in closed form (``unlearning.updates``).
 
 Conventions
 -----------
