@@ -49,7 +49,8 @@ class _RequestBase(Strict):
     options: dict[str, Any] | None = Field(
         default=None,
         description="Solver options of the update (unlearning.UnlearnOptions): solver "
-        "(auto|exact|cg|lissa), damping, cg_tol, cg_max_iter, preconditioner, lissa_depth, "
+        "(auto|exact|cg|lissa), damping, cg_tol, cg_max_iter, preconditioner, cg_precision "
+        "(auto|double|mixed), lissa_depth, "
         "lissa_scale, last_k_layers, chunk_size, line_search.",
         examples=[{"solver": "cg", "last_k_layers": 1}],
     )

@@ -182,12 +182,12 @@ def cnn_case(device: str, n_train: int, epochs: int) -> dict:
         ("first_order", {"hessian_rows": 512, "power_iterations": 20}),
         (
             # as the service runs it for deep models (workers/strategy.py): last layer, exact
-            # on the head features of all rows, damped CG
+            # on the head features of all rows, CG, line search
             "second_order",
             {
                 "solver": "cg",
-                "damping_relative": 0.01,
-                "cg_max_iter": 30,
+                "line_search": True,
+                "cg_max_iter": 100,
                 "cg_tol": 1e-4,
                 "last_k_layers": 1,
             },

@@ -17,8 +17,9 @@ Serialisation: safetensors only (tensors ``L`` and ``theta``, string metadata), 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +158,26 @@ def low_rank_factor(
     return U
 
 
+#: Below about this many flops (p²·(r + 1)) the Woodbury solve runs on one CPU thread: OpenMP
+#: start-up and contention cost far more than a small triangular solve (measured here: 0.13 ms
+#: for one 785×785 solve on one thread, 20–70 ms on two threads beside another busy process).
+SMALL_SOLVE_FLOPS = 5e8
+
+
+@contextlib.contextmanager
+def _few_threads(active: bool) -> Iterator[None]:
+    """Run the block with one intra-op thread when ``active`` (restored afterwards)."""
+    if not active:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class Factorization:
     """Cholesky factor of H(θ*; D) = ∇²L(θ*; D) (+ μI) of one model version.
@@ -242,6 +263,13 @@ class Factorization:
         With W = L⁻¹[U₋ U₊], s = [−1…, +1…] and K = diag(s) + WᵀW (r × r, solved by LU):
         x = L⁻ᵀ (L⁻¹b − W K⁻¹ Wᵀ L⁻¹b). Cost O(p² r + p r² + r³).
         """
+        p, r = b.shape[0], U_minus.shape[1] + U_plus.shape[1]
+        with _few_threads(b.device.type == "cpu" and p * p * (r + 1) < SMALL_SOLVE_FLOPS):
+            return self._woodbury_solve(b, U_minus, U_plus)
+
+    def _woodbury_solve(
+        self, b: torch.Tensor, U_minus: torch.Tensor, U_plus: torch.Tensor
+    ) -> torch.Tensor:
         L = self.L.to(device=b.device, dtype=b.dtype)
         y0 = torch.linalg.solve_triangular(L, b.unsqueeze(1), upper=False)
         U = torch.cat([U_minus, U_plus], dim=1)

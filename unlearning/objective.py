@@ -103,8 +103,21 @@ class Objective:
         return torch.cat(parts)
 
     def grad_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Σ_i ∇θ ℓ(z_i, θ) (p,) from per-sample gradients (no regulariser); zeros if n = 0."""
+        """Σ_i ∇θ ℓ(z_i, θ) (p,) from per-sample gradients (no regulariser); zeros if n = 0.
+
+        Closed form for logistic regression (∂ℓ/∂z = σ(z) − y or softmax(z) − onehot(y), then
+        [Gᵀ X, Σ G]); torch.func ``grad`` + ``vmap`` otherwise (tests compare both).
+        """
         theta = theta.detach()
+        if self.spec.kind == "logistic_regression" and list(self.shapes) == ["weight", "bias"]:
+            with torch.no_grad():
+                z = self.logits(theta, X)
+                if z.shape[1] == 1:
+                    G = torch.sigmoid(z) - y.to(z.dtype).unsqueeze(1)
+                else:
+                    G = torch.softmax(z, dim=1)
+                    G[torch.arange(G.shape[0], device=G.device), y] -= 1.0
+                return torch.cat([(G.T @ X).reshape(-1), G.sum(0)])
         total = torch.zeros_like(theta)
         f = vmap(grad(self._sample_loss), in_dims=(None, 0, 0))
         for s in range(0, X.shape[0], BATCH_SIZE):

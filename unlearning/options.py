@@ -129,6 +129,10 @@ class UnlearnOptions:
       models, Hutchinson otherwise), ``"block"`` (per-class (d+1)×(d+1) blocks of a linear
       multinomial model, Cholesky per block), ``"auto"`` (block for multiclass linear models,
       jacobi for binary linear models, none otherwise).
+    - ``cg_precision`` (cg): ``"double"`` (every product in the model's precision), ``"mixed"``
+      (float64 linear models: iterative refinement — float64 residuals, float32 inner CG; the
+      stopping rule is unchanged), ``"auto"`` (mixed for float64 linear models on ≥ 10⁷ data
+      entries, where the memory-bound products dominate).
     - ``lissa_depth``: recursion steps per repeat; ``lissa_scale``: None → 1.5·λ̂_max;
       ``lissa_repeats``: independent repeats averaged; ``lissa_tol``: stop when the relative
       residual ‖b − (H + μI)h‖/‖b‖ ≤ lissa_tol.
@@ -158,6 +162,7 @@ class UnlearnOptions:
     cg_tol: float = 1e-10
     cg_max_iter: int | None = None
     preconditioner: str = "auto"
+    cg_precision: str = "auto"
     lissa_depth: int = 5000
     lissa_scale: float | None = None
     lissa_repeats: int = 1
@@ -194,6 +199,10 @@ class UnlearnOptions:
             raise ValueError(
                 "'preconditioner' must be 'auto', 'none', 'jacobi', 'block' or 'kronecker', "
                 f"got {self.preconditioner!r}"
+            )
+        if self.cg_precision not in ("auto", "double", "mixed"):
+            raise ValueError(
+                f"'cg_precision' must be 'auto', 'double' or 'mixed', got {self.cg_precision!r}"
             )
         self.lissa_depth = _int_at_least("lissa_depth", self.lissa_depth, 1)
         if self.lissa_scale is not None:

@@ -48,6 +48,11 @@ from .solvers import (
 BLOCK_PRECOND_ROWS = 4096
 #: Row chunk of the closed-form linear-model Hessian-vector product.
 HVP_CHUNK_ROWS = 4096
+#: Mixed-precision CG: inner relative tolerance, cap on refinement steps, and the data size
+#: (entries of X) from which ``cg_precision="auto"`` uses it.
+MIXED_INNER_TOL = 1e-5
+MIXED_MAX_OUTER = 8
+MIXED_MIN_ELEMENTS = 10_000_000
 #: Rows per forward pass when computing head features.
 FEATURE_BATCH = 2048
 
@@ -102,21 +107,27 @@ class _Data:
         return out
 
     def linear_hvp(
-        self, obj: Objective, theta: torch.Tensor
+        self, obj: Objective, theta: torch.Tensor, dtype: torch.dtype | None = None
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The same operator as :meth:`hvp` for a linear model, in closed form.
 
         The per-sample logit curvatures C_i (k, k) are computed once; each product then costs
         two (n, d)·(d, k) matrix products: Z = X Vᵀ + 1 v_bᵀ, U_i = C_i z_i, H v = [Uᵀ X, Σ U]
-        (+ λ v), instead of a double backward pass.
+        (+ λ v), instead of a double backward pass. ``dtype``: compute in this precision (a
+        copy of X; the mixed-precision CG uses float32 for its inner iterations).
         """
         k, d = linear_dims(obj)
         parts = []
         for i, (X, y, s) in enumerate(self.parts()):
             weight = s * (self.scale if i == 0 else 1.0)
-            parts.append((X, logit_curvature(obj, theta, X, y), weight))
+            C = logit_curvature(obj, theta, X, y)
+            if dtype is not None:
+                X, C = X.to(dtype), C.to(dtype)
+            parts.append((X, C, weight))
 
         def apply(v: torch.Tensor) -> torch.Tensor:
+            if dtype is not None:
+                v = v.to(dtype)
             Vw, vb = v[: k * d].reshape(k, d), v[k * d :]
             gw = torch.zeros_like(Vw)
             gb = torch.zeros_like(vb)
@@ -197,6 +208,29 @@ class _Step:
             )
         #: closed-form data-Hessian product of a linear model (curvatures cached at θ)
         self._linear_hvp = self.hess_data.linear_hvp(obj, theta) if is_linear(obj) else None
+        self._linear_hvp32: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def mixed_precision(self) -> bool:
+        """Whether CG runs in mixed precision (float32 inner iterations, float64 residuals).
+
+        ``cg_precision`` "mixed" needs a float64 linear model without subset; "auto" picks it
+        there when the data are large (≥ ``MIXED_MIN_ELEMENTS`` entries: the products are
+        memory-bound, and float32 halves the traffic).
+        """
+        choice = self.options.cg_precision
+        able = self._linear_hvp is not None and self.S is None and self.theta.dtype == torch.float64
+        if choice == "double" or not able:
+            return False
+        if choice == "mixed":
+            return True
+        return sum(X.numel() for X, _, _ in self.hess_data.parts()) >= MIXED_MIN_ELEMENTS
+
+    def hvp32(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The float32 operator v ↦ (H + μI) v of a linear model (built on first use)."""
+        if self._linear_hvp32 is None:
+            self._linear_hvp32 = self.hess_data.linear_hvp(self.obj, self.theta, torch.float32)
+        op, mu = self._linear_hvp32, self.options.damping
+        return lambda v: op(v) + mu * v
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """(H_SS + μI) v for v (q,) (on the Hessian subsample when ``hessian_rows`` is set)."""
@@ -250,12 +284,13 @@ class _Step:
         perm = flat_perm(k, d, self.theta.device)
         X, y = self.data.X, self.data.y
         factor = 1.0
-        if X.shape[0] > BLOCK_PRECOND_ROWS:
+        rows = BLOCK_PRECOND_ROWS
+        if X.shape[0] > rows:
             gen = torch.Generator(device="cpu").manual_seed(0)
-            pick = torch.randperm(X.shape[0], generator=gen)[:BLOCK_PRECOND_ROWS].to(X.device)
-            factor = X.shape[0] / BLOCK_PRECOND_ROWS
+            pick = torch.randperm(X.shape[0], generator=gen)[:rows].to(X.device)
+            factor = X.shape[0] / rows
             X, y = X[pick], y[pick]
-            metrics["preconditioner_rows"] = BLOCK_PRECOND_ROWS
+            metrics["preconditioner_rows"] = rows
         if choice == "kronecker":
             C = logit_curvature(self.obj, self.theta, X, y)
             A = C.mean(0)
@@ -318,9 +353,13 @@ def _second_order(
     if solver == "cg":
         M = step.preconditioner(metrics)
         max_iter = options.cg_max_iter or max(1, min(step.q, 1000))
-        x, info = conjugate_gradient(
-            step.hvp, b, tol=options.cg_tol, max_iter=max_iter, preconditioner=M
-        )
+        if step.mixed_precision():
+            x, info = _mixed_cg(step, b, options.cg_tol, max_iter, M)
+        else:
+            x, info = conjugate_gradient(
+                step.hvp, b, tol=options.cg_tol, max_iter=max_iter, preconditioner=M
+            )
+            info["precision"] = str(b.dtype).replace("torch.", "")
         metrics.update(solver="cg", damping=options.damping, **info)
     else:
         x, info = lissa(
@@ -338,6 +377,55 @@ def _second_order(
         )
     metrics["solve_time_s"] = time.perf_counter() - t0
     return x
+
+
+def _mixed_cg(
+    step: _Step,
+    b: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    M: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(H + μI) x = b by iterative refinement: float64 residuals, float32 inner PCG.
+
+    Each outer step computes r = b − (H + μI)x with the float64 operator, solves
+    (H + μI) d ≈ r by preconditioned CG in float32 to ``MIXED_INNER_TOL`` relative (half the
+    memory traffic per product: the products of a large linear model are memory-bound), and
+    adds d. The stopping rule and the reported residual are those of the float64 operator, so
+    the result meets ``tol`` exactly as plain CG would. ``max_iter`` caps each inner solve (at
+    most ``MIXED_MAX_OUTER`` of them); ``iterations`` reports their sum.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    bnorm = max(float(b.norm()), 1e-300)
+    op32 = step.hvp32()
+    M32 = None if M is None else (lambda v: M(v.to(b.dtype)).to(torch.float32))
+    iters, outer, negative, rel = 0, 0, False, 1.0
+    while outer < MIXED_MAX_OUTER:
+        outer += 1
+        inner_tol = max(MIXED_INNER_TOL, tol * bnorm / max(float(r.norm()), 1e-300))
+        d, info = conjugate_gradient(
+            op32,
+            r.to(torch.float32),
+            tol=inner_tol,
+            max_iter=max_iter,
+            preconditioner=M32,
+        )
+        iters += int(info["iterations"])
+        negative = negative or bool(info["negative_curvature"])
+        x = x + d.to(b.dtype)
+        r = b - step.hvp(x)
+        rel = float(r.norm()) / bnorm
+        if rel <= tol or negative:
+            break
+    return x, {
+        "iterations": iters,
+        "relative_residual": rel,
+        "converged": bool(rel <= tol) and not negative,
+        "negative_curvature": negative,
+        "precision": "mixed",
+        "outer_iterations": outer,
+    }
 
 
 def unlearn(

@@ -107,7 +107,7 @@ def test_char_lstm_forgets_secret_after_rectify_text():
     rc = tx.rectify(corpus, SECRET, "not here", window=a["window"], vocabulary=a["vocabulary"])
     assert SECRET not in rc.text and len(rc.occurrences) == 5
     # The second-order update as the service runs it for deep models (workers/strategy.py):
-    # the last layer, exact on the head features of every window, damped CG (μ = 0.01·λ_max).
+    # the last layer, exact on the head features of every window, Newton step + line search.
     r = unlearn(
         model,
         rc.X_after,
@@ -120,9 +120,9 @@ def test_char_lstm_forgets_secret_after_rectify_text():
             method="second_order",
             solver="cg",
             last_k_layers=1,
-            damping_relative=0.01,
+            line_search=True,
             cg_tol=1e-4,
-            cg_max_iter=30,
+            cg_max_iter=100,
         ),
     )
     assert r.metrics["reduction"] == "head_features"

@@ -141,3 +141,42 @@ def test_head_reduction_matches_generic_last_layer_update(kind, method):
     assert fast.metrics["gradient_residual"] == pytest.approx(
         slow.metrics["gradient_residual_subset"], rel=1e-3, abs=1e-5
     )
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_mixed_precision_cg_meets_the_float64_tolerance(classes):
+    X, y = digits(1000)
+    if classes == 2:
+        y = (y >= 5).astype(np.int64)
+    model, _ = train(
+        {"kind": "logistic_regression"}, X, y, classes, TrainingOptions(l2=1.0, grad_tol=1e-10)
+    )
+    keep = np.arange(20, len(y))
+    args = (model, X[keep], y[keep], X[:20], y[:20], X[:0], y[:0])
+    exact = unlearn(*args, UnlearnOptions(solver="exact"))
+    mixed = unlearn(*args, UnlearnOptions(solver="cg", cg_tol=1e-9, cg_precision="mixed"))
+    plain = unlearn(*args, UnlearnOptions(solver="cg", cg_tol=1e-9, cg_precision="double"))
+    assert mixed.metrics["precision"] == "mixed" and plain.metrics["precision"] == "float64"
+    assert mixed.metrics["converged"] and mixed.metrics["relative_residual"] <= 1e-9
+    assert mixed.metrics["outer_iterations"] >= 2  # float32 alone cannot reach 1e-9
+    shapes = {n: tuple(t.shape) for n, t in model.params.items()}
+    te, tm = flatten(exact.model.params, shapes), flatten(mixed.model.params, shapes)
+    tu = te - flatten(model.params, shapes)
+    assert float((tm - te).norm()) <= 1e-7 * float(tu.norm())
+    # small data: "auto" keeps float64
+    auto = unlearn(*args, UnlearnOptions(solver="cg", cg_tol=1e-9))
+    assert auto.metrics["precision"] == "float64"
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_closed_form_gradient_sum_matches_per_sample_gradients(classes):
+    X, y = digits(200)
+    if classes == 2:
+        y = (y >= 5).astype(np.int64)
+    model, _ = train({"kind": "logistic_regression"}, X, y, classes, TrainingOptions(l2=1.0))
+    obj = Objective.for_model(model)
+    theta = flatten(model.params, obj.shapes) + 0.1  # away from the optimum
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    ref = obj.per_sample_grads(theta, Xt, yt).sum(0)  # torch.func grad + vmap
+    assert torch.allclose(obj.grad_sum(theta, Xt, yt), ref, rtol=1e-12, atol=1e-10)
+    assert torch.equal(obj.grad_sum(theta, Xt[:0], yt[:0]), torch.zeros_like(theta))
