@@ -111,7 +111,8 @@ def case_secret(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
         "case": "memorised secret",
         "corpus": source,
         "method": job["result"]["method"],
-        "tiers": [(a["method"], a["rejected"]) for a in m["attempts"]],
+        "tiers": [(a["method"], round(a["wall_time_s"], 2), a["rejected"]) for a in m["attempts"]],
+        "job_latency_s": job["latency_s"],
         "exposure_before_bits": before["exposure"]["exposure_bits"],
         "exposure_after_bits": after["exposure"]["exposure_bits"],
         "completion_before": before["completion"],
@@ -160,6 +161,7 @@ def case_poison(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
         m = job["result"]["metrics"]
         out[f"acc_{method}"] = m["fidelity_after"]["held_out"]["accuracy"]
         out[f"time_{method}_s"] = m["wall_time_s"]
+        out[f"job_latency_{method}_s"] = job["latency_s"]
     lost = out["acc_clean"] - out["acc_poisoned"]
     for method in ("first_order", "second_order", "retrain"):
         out[f"restored_{method}"] = (out[f"acc_{method}"] - out["acc_poisoned"]) / lost

@@ -182,11 +182,11 @@ def cnn_case(device: str, n_train: int, epochs: int) -> dict:
         ("first_order", {"hessian_rows": 512, "power_iterations": 20}),
         (
             # as the service runs it for deep models (workers/strategy.py): last layer, exact
-            # on the head features of all rows, CG, line search
+            # on the head features of all rows, CG damped by 1e-3·λ_max
             "second_order",
             {
                 "solver": "cg",
-                "line_search": True,
+                "damping_relative": 1e-3,
                 "cg_max_iter": 100,
                 "cg_tol": 1e-4,
                 "last_k_layers": 1,

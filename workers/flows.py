@@ -318,10 +318,10 @@ def apply_request(
     listing every tier tried and why it was left."""
     settings = get_settings()
     convex = get_spec(before.architecture).convex
-    plan = tiers(requested, convex)
+    plan = tiers(requested, convex, overrides)
     attempts: list[dict[str, Any]] = []
     loss_before = evaluate(before, change.X_after, change.y_after)["loss"]
-    for i, method in enumerate(plan):
+    for i, (method, variant) in enumerate(plan):
         if report is not None:
             report(f"updating ({method})", 0.2 + 0.6 * i / len(plan))
         started = time.perf_counter()
@@ -350,6 +350,7 @@ def apply_request(
                         overrides,
                         settings.exact_max_params,
                         settings.resolved_device(),
+                        variant,
                     )
                 )
                 result = unlearn(
@@ -381,6 +382,7 @@ def apply_request(
         attempts.append(
             {
                 "method": method,
+                **({"variant": variant} if variant else {}),
                 "wall_time_s": metrics["wall_time_s"],
                 "gradient_residual": metrics.get("gradient_residual"),
                 "loss_after": loss_after,
@@ -393,7 +395,11 @@ def apply_request(
             metrics["attempts"] = attempts
             metrics["wall_time_s"] = sum(a["wall_time_s"] for a in attempts)
             if requested == "auto":
-                reasons = [f"{a['method']} rejected: {a['rejected']}" for a in attempts[:-1]]
+                reasons = [
+                    f"{a['method']}{' (' + a['variant'] + ')' if a.get('variant') else ''} "
+                    f"rejected: {a['rejected']}"
+                    for a in attempts[:-1]
+                ]
                 metrics["method_reason"] = "; ".join(
                     [f"auto for a {'convex' if convex else 'non-convex'} model", *reasons]
                 )
