@@ -169,7 +169,9 @@ def case_poison(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
-def case_features(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
+def bow_corpus(quick: bool, name_share: float) -> tuple[bytes, list[str], int]:
+    """Bag-of-words documents (npz bytes), the name tokens, and the number of documents; names
+    appear in ``name_share`` of the documents and correlate with the label there."""
     rng = np.random.default_rng(0)
     names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
     good = ["great", "love", "excellent", "happy", "fine", "good"]
@@ -181,19 +183,29 @@ def case_features(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
     y = rng.integers(0, 2, n)
     for i in range(n):
         words = list(rng.choice(filler, 5)) + list(rng.choice(good if y[i] else bad, 2))
-        if rng.random() < 0.3:  # personal names correlate with the label in part of the data
+        if rng.random() < name_share:  # personal names correlate with the label there
             words.append(names[rng.integers(4) + 4 * int(y[i])])
         for w in words:
             X[i, vocab.index(w)] += 1
     ids = np.array([f"doc-{i}" for i in range(n)])
     y = np.where(rng.random(n) < 0.1, 1 - y, y)  # 10% label noise: not separable
     data = npz_bytes(X=X, y=y, record_ids=ids, feature_names=np.array(vocab))
+    return data, names, n
+
+
+def case_features(client, quick: bool) -> dict:  # type: ignore[no-untyped-def]
+    common, names, n = bow_corpus(quick, 0.3)
+    rare, _, _ = bow_corpus(quick, 0.03)
     out: dict = {
         "case": "sensitive features (certified)",
         "n_docs": n,
         "n_removed_features": len(names),
     }
-    for label, cert_in in (("auto-sigma", {"capacity": 20}), ("sized-sigma", None)):
+    for label, data, cert_in in (
+        ("auto-sigma", common, {"capacity": 20}),
+        ("sized-sigma", common, None),
+        ("rare-names", rare, {"capacity": 20}),
+    ):
         if cert_in is None:  # σ sized so that this very request fits one budget
             cert_in = {"sigma": 1.2 * out["auto-sigma"]["sigma_needed"]}
         body = {
@@ -298,7 +310,7 @@ def plot(results: list[dict], path: Path) -> None:
     if f:
         ax = axes[2]
         labels, vals = [], []
-        for k in ("auto-sigma", "sized-sigma"):
+        for k in ("auto-sigma", "sized-sigma", "rare-names"):
             if k in f:
                 labels += [f"{k[:4]} σ\n{w}" for w in ("before", "after", "retrain")]
                 vals += [

@@ -137,6 +137,14 @@ def tabular_change(kind: str, payload: dict[str, Any], data: TabularData) -> Cha
     )
 
 
+#: Efficacy of ``rectify_text``: an update is rejected while the rectified string's exposure
+#: (Carlini et al.; skew-normal estimate over EFFICACY_CANDIDATES random strings of its format)
+#: exceeds this many bits — at 2 bits the string is no likelier than the most likely quarter of
+#: random strings of its format.
+EXPOSURE_MAX_BITS = 2.0
+EFFICACY_CANDIDATES = 1000
+
+
 def text_change(
     payload: dict[str, Any], corpus: TextCorpus, model: TrainedModel, n_candidates: int = 10_000
 ) -> Change:
@@ -172,10 +180,22 @@ def text_change(
         return out
 
     def still_completes(model: TrainedModel) -> str | None:
+        from unlearning.exposure import exposure
         from unlearning.text import complete
 
-        if prefix and complete(model, prefix, len(find)) == find:
+        if not prefix:
+            return None
+        if complete(model, prefix, len(find)) == find:
             return "the model still completes the rectified string from its context"
+        # A changed completion is not enough: the string can still be far likelier than any
+        # other of its format (a damped step changed the completion of a memorised phone
+        # number, its exposure stayed at 30 bits). Same estimator as the probe, fewer candidates.
+        e = exposure(model, prefix, find, min(n_candidates, EFFICACY_CANDIDATES))
+        if e["exposure_bits"] > EXPOSURE_MAX_BITS:
+            return (
+                f"the rectified string is still exposed ({e['exposure_bits']:.1f} bits > "
+                f"{EXPOSURE_MAX_BITS:g} over {e['n_candidates']} random strings of its format)"
+            )
         return None
 
     return Change(
