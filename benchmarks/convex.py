@@ -182,13 +182,13 @@ def main() -> None:
 
 def plot() -> None:
     """convex.png from every results/convex*.json present (one bar group per case)."""
-    rows = []
+    by_case: dict[str, dict] = {}
     for name in ("convex.json", "convex_binary.json", "convex_multinomial.json"):
         f = OUT / name
         if f.exists():
-            rows += [
-                r for r in json.loads(f.read_text()) if r["case"] not in {x["case"] for x in rows}
-            ]
+            for r in json.loads(f.read_text()):
+                by_case.setdefault(r["case"], r)
+    rows = list(by_case.values())
     if not rows:
         return
     try:

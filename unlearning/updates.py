@@ -207,7 +207,9 @@ class _Step:
                 data.X[pick], data.y[pick], data.extra, scale=data.X.shape[0] / rows
             )
         #: closed-form data-Hessian product of a linear model (curvatures cached at θ)
-        self._linear_hvp = self.hess_data.linear_hvp(obj, theta) if is_linear(obj) else None
+        #: closed-form products of a linear model, built on first use (the cached-Woodbury and
+        #: fixed-τ paths never multiply by H)
+        self._linear_hvp: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._linear_hvp32: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def mixed_precision(self) -> bool:
@@ -218,7 +220,7 @@ class _Step:
         memory-bound, and float32 halves the traffic).
         """
         choice = self.options.cg_precision
-        able = self._linear_hvp is not None and self.S is None and self.theta.dtype == torch.float64
+        able = is_linear(self.obj) and self.S is None and self.theta.dtype == torch.float64
         if choice == "double" or not able:
             return False
         if choice == "mixed":
@@ -235,6 +237,8 @@ class _Step:
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         """(H_SS + μI) v for v (q,) (on the Hessian subsample when ``hessian_rows`` is set)."""
         mu = self.options.damping
+        if self._linear_hvp is None and is_linear(self.obj):
+            self._linear_hvp = self.hess_data.linear_hvp(self.obj, self.theta)
         op = self._linear_hvp or (lambda u: self.hess_data.hvp(self.obj, self.theta, u))
         if self.S is None:
             return op(v) + mu * v
@@ -550,15 +554,7 @@ def _unlearn_head(
     params = {n: t.clone() for n, t in model.params.items()}
     params["head.weight"] = res.model.params["weight"]
     params["head.bias"] = res.model.params["bias"]
-    new_model = TrainedModel(
-        dict(model.architecture),
-        params,
-        model.n_features,
-        model.n_classes,
-        model.l2,
-        dict(model.training),
-        noise=model.noise,
-    )
+    new_model = dataclasses.replace(model, params=params)
     metrics = dict(res.metrics)
     metrics.update(
         last_k_layers=options.last_k_layers,
@@ -680,7 +676,6 @@ def _unlearn_tensors(
         metrics.update(cm)
     if options.method == "second_order":
         metrics["iterations"] = total_iters
-    d, k = model.n_features, model.n_classes
 
     new_theta = theta
     g_after = obj.gradient(new_theta, Xa, ya)
@@ -690,9 +685,7 @@ def _unlearn_tensors(
         n: t.detach().to("cpu").contiguous().clone()
         for n, t in unflatten(new_theta, obj.shapes).items()
     }
-    new_model = TrainedModel(
-        dict(model.architecture), params, d, k, model.l2, dict(model.training), noise=model.noise
-    )
+    new_model = dataclasses.replace(model, params=params)
     if S is not None:
         metrics["gradient_residual_subset"] = float(g_after[S].norm())
     metrics.setdefault("gradient_residual_scope", "all")
