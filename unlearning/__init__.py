@@ -20,7 +20,7 @@ from .options import TrainingOptions, UnlearnOptions
 from .serialization import model_from_safetensors, model_to_safetensors
 from .solvers import conjugate_gradient, lissa
 from .training import train
-from .updates import UpdateResult, unlearn
+from .updates import UpdateResult, build_block_factorization, unlearn
 
 __all__ = [
     "CATALOGUE",
@@ -30,6 +30,7 @@ __all__ = [
     "TrainingOptions",
     "UnlearnOptions",
     "UpdateResult",
+    "build_block_factorization",
     "build_factorization",
     "conjugate_gradient",
     "evaluate",

@@ -12,6 +12,10 @@ and with a cached Cholesky factor H_D = L Lᵀ (built once per model version) th
 H_D' x = Δ is solved by the Woodbury identity in O(p²·r + r³) for r = rank(U) instead of
 O(n p² + p³) (n rows, p parameters).
 
+Beyond the dense size (``exact_max_params``) a multiclass linear model caches the *block
+preconditioner* of its conjugate-gradient solves instead (kind ``"block_inverse"``): the inverses
+of the per-class (d+1)×(d+1) diagonal blocks of H + λI, so later requests skip building them.
+
 Serialisation: safetensors only (tensors ``L`` and ``theta``, string metadata), never pickle.
 """
 
@@ -127,9 +131,50 @@ def glm_blocks(
     for s in range(0, X.shape[0], BATCH_SIZE):
         Xb, yb = X[s : s + BATCH_SIZE], y[s : s + BATCH_SIZE]
         cd = torch.diagonal(logit_curvature(obj, theta, Xb, yb), dim1=1, dim2=2)
-        Xt = augment(Xb)
-        for a in range(k):
-            out[a] += (Xt * cd[:, a : a + 1]).T @ Xt
+        out += curvature_blocks(Xb, cd)
+    return out
+
+
+def curvature_blocks(X: torch.Tensor, cdiag: torch.Tensor) -> torch.Tensor:
+    """Σ_i cdiag[i, a] x̃_i x̃_iᵀ for every class a (k, d+1, d+1), from X (n, d), cdiag (n, k)."""
+    Xt = augment(X)
+    return torch.stack([(Xt * cdiag[:, a : a + 1]).T @ Xt for a in range(cdiag.shape[1])])
+
+
+def sampled_curvature_blocks(
+    X: torch.Tensor,
+    cdiag: torch.Tensor,
+    rows: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Unbiased importance-sampled estimate of :func:`curvature_blocks` (k, d+1, d+1).
+
+    For each class a, ``rows`` rows are drawn with replacement with probability
+    π_i ∝ c_ia‖x̃_i‖² (the trace of row i's contribution), each weighted c_ia/(rows·π_i): every
+    sampled term then has the same trace S_a/rows (S_a = Σ_i c_ia‖x̃_i‖²), which keeps the
+    variance far below uniform subsampling (on Fashion-MNIST, 1,024 rows per class precondition
+    CG as well as the exact blocks of all 60,000 rows). Products in ``dtype`` (a preconditioner
+    only has to approximate H); the result is returned in X's dtype. Deterministic for a seed.
+    """
+    n, k = cdiag.shape
+    m = X.shape[1] + 1
+    out = torch.zeros(k, m, m, dtype=X.dtype, device=X.device)
+    if n == 0:
+        return out
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    sq_norms = torch.linalg.vector_norm(X, dim=1).square() + 1.0  # ‖x̃_i‖², no (n, d) temporary
+    weight = cdiag.clamp_min(0.0) * sq_norms.unsqueeze(1)  # (n, k)
+    for a in range(k):
+        total = float(weight[:, a].sum())
+        if total <= 0.0:
+            continue
+        prob = (weight[:, a] / total).to("cpu")
+        pick = torch.multinomial(prob, rows, replacement=True, generator=gen).to(X.device)
+        Xs = augment(X[pick]).to(dtype)
+        w = (cdiag[pick, a] / (rows * prob.to(X.device)[pick])).to(dtype)
+        out[a] = ((Xs * w.unsqueeze(1)).T @ Xs).to(X.dtype)
     return out
 
 
@@ -178,13 +223,21 @@ def _few_threads(active: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: Kinds of cached factorisation: the dense Cholesky factor of H, or the inverses of the
+#: per-class diagonal blocks of H (the CG preconditioner of larger multiclass linear models).
+FACTORIZATION_KINDS: tuple[str, ...] = ("cholesky", "block_inverse")
+
+
 @dataclass
 class Factorization:
-    """Cholesky factor of H(θ*; D) = ∇²L(θ*; D) (+ μI) of one model version.
+    """A cached factorisation of H(θ*; D) = ∇²L(θ*; D) (+ μI) of one model version.
 
-    ``L`` (p, p) lower triangular, ``theta`` (p,) the version's flat parameters (the cache is
-    used only when they match the model exactly), ``damping`` μ added by the Cholesky
-    safeguard (normally 0), ``n_rows`` |D|, plus the model's architecture, sizes and λ.
+    ``kind`` "cholesky": ``L`` (p, p) the lower-triangular Cholesky factor (exact solves and
+    Woodbury corrections). ``kind`` "block_inverse": ``L`` (k, d+1, d+1) the inverses of the
+    per-class diagonal blocks of H (a CG preconditioner; approximate by design, so it serves
+    the data D' = D − Z + Z̃ of any request on this version). ``theta`` (p,) the version's flat
+    parameters (the cache is used only when they match the model exactly), ``damping`` μ added
+    by the Cholesky safeguard (normally 0), ``n_rows`` |D|, plus the architecture, sizes and λ.
     """
 
     L: torch.Tensor
@@ -195,6 +248,7 @@ class Factorization:
     l2: float
     n_rows: int
     damping: float = 0.0
+    kind: str = "cholesky"
 
     def matches(self, model: TrainedModel, theta: torch.Tensor) -> str | None:
         """Why this factorisation cannot serve ``model`` at flat parameters ``theta``, or None."""
@@ -220,6 +274,7 @@ class Factorization:
             "l2": json.dumps(float(self.l2)),
             "n_rows": json.dumps(int(self.n_rows)),
             "damping": json.dumps(float(self.damping)),
+            "kind": self.kind,
         }
         tensors = {
             "L": self.L.detach().to("cpu").contiguous(),
@@ -239,8 +294,16 @@ class Factorization:
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise ValueError("not an unlearnd factorisation (format metadata)")
         L, theta = tensors["L"], tensors["theta"]
-        if L.ndim != 2 or L.shape != (theta.shape[0], theta.shape[0]):
-            raise ValueError(f"factor shape {tuple(L.shape)} does not match θ {theta.shape}")
+        kind = meta.get("kind", "cholesky")
+        p = theta.shape[0]
+        if kind == "cholesky":
+            ok = L.shape == (p, p)
+        elif kind == "block_inverse":
+            ok = L.ndim == 3 and L.shape[1] == L.shape[2] and L.shape[0] * L.shape[1] == p
+        else:
+            raise ValueError(f"unknown factorisation kind {kind!r}")
+        if not ok:
+            raise ValueError(f"{kind} factor shape {tuple(L.shape)} does not match θ {theta.shape}")
         return cls(
             L=L,
             theta=theta,
@@ -250,6 +313,7 @@ class Factorization:
             l2=json.loads(meta["l2"]),
             n_rows=json.loads(meta["n_rows"]),
             damping=json.loads(meta["damping"]),
+            kind=kind,
         )
 
     def woodbury_solve(
@@ -261,8 +325,10 @@ class Factorization:
         """x = (L Lᵀ − U₋U₋ᵀ + U₊U₊ᵀ)⁻¹ b by the Woodbury identity.
 
         With W = L⁻¹[U₋ U₊], s = [−1…, +1…] and K = diag(s) + WᵀW (r × r, solved by LU):
-        x = L⁻ᵀ (L⁻¹b − W K⁻¹ Wᵀ L⁻¹b). Cost O(p² r + p r² + r³).
+        x = L⁻ᵀ (L⁻¹b − W K⁻¹ Wᵀ L⁻¹b). Cost O(p² r + p r² + r³). Kind "cholesky" only.
         """
+        if self.kind != "cholesky":
+            raise ValueError(f"a {self.kind} factorisation cannot solve exactly")
         p, r = b.shape[0], U_minus.shape[1] + U_plus.shape[1]
         with _few_threads(b.device.type == "cpu" and p * p * (r + 1) < SMALL_SOLVE_FLOPS):
             return self._woodbury_solve(b, U_minus, U_plus)
@@ -326,6 +392,7 @@ def build_factorization(
 def describe(f: Factorization) -> Mapping[str, Any]:
     """Small JSON-able summary (for version cards)."""
     return {
+        "kind": f.kind,
         "n_params": int(f.theta.shape[0]),
         "n_rows": f.n_rows,
         "damping": f.damping,

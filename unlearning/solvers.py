@@ -220,27 +220,51 @@ def jacobi_preconditioner(diagonal: torch.Tensor, floor: float = 1e-12) -> MatVe
     return lambda r: r * inv
 
 
+def block_inverses(blocks: torch.Tensor, factor_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Inverses (k, m, m) of SPD ``blocks`` (k, m, m) via Cholesky (cost ~k·m³).
+
+    ``factor_dtype``: factorise in this precision (e.g. float32 for the mixed-precision CG:
+    half the cost); blocks that are not numerically positive definite there are factorised in
+    their own precision instead.
+    """
+    L, info = torch.linalg.cholesky_ex(blocks.to(factor_dtype or blocks.dtype))
+    if bool((info != 0).any()):
+        L = torch.linalg.cholesky(blocks)
+    return torch.cholesky_inverse(L)
+
+
 def block_preconditioner(
-    blocks: torch.Tensor, perm: torch.Tensor, flat_curvature: float | None = None
+    blocks: torch.Tensor,
+    perm: torch.Tensor,
+    flat_curvature: float | None = None,
+    factor_dtype: torch.dtype | None = None,
 ) -> MatVec:
     """Block-diagonal preconditioner M = P blockdiag(B_1..B_k) Pᵀ.
 
     ``blocks`` (k, m, m) SPD; ``perm`` (k·m,) maps block coordinates to flat coordinates: the
     j-th coordinate of block a is flat index perm[a·m + j]. Each block is factorised and
-    inverted once (Cholesky, cost ~k·m³); applying M⁻¹ costs k·m² per call (one batched product).
+    inverted once (:func:`block_inverses`); applying M⁻¹ costs k·m² per call (one batched
+    product). ``flat_curvature`` as in :func:`block_inverse_preconditioner`.
+    """
+    return block_inverse_preconditioner(block_inverses(blocks, factor_dtype), perm, flat_curvature)
+
+
+def block_inverse_preconditioner(
+    inv: torch.Tensor, perm: torch.Tensor, flat_curvature: float | None = None
+) -> MatVec:
+    """r ↦ M⁻¹ r for M = P blockdiag(B_1..B_k) Pᵀ given the inverses ``inv`` (k, m, m) of B_a.
 
     ``flat_curvature`` c: for a soft-max model the *flat* subspace F = {1 ⊗ u} (the same change
     u of every class's weights) is an exact eigenspace of the Hessian with eigenvalue c = λ + μ
     (every C_i = diag p_i − p_i p_iᵀ annihilates 1), a direction the blocks over-estimate by
     orders of magnitude. With c given, M⁻¹ = Π_F / c + Π⊥ B⁻¹ Π⊥ (Π⊥ = I − Π_F; Π_F takes the
-    mean over classes): still SPD, exact on F, and CG works on F⊥ alone.
+    mean over classes): still SPD, exact on F, and CG works on F⊥ alone. The products run in
+    ``inv``'s precision; r keeps its own.
     """
-    k, m, _ = blocks.shape
-    # Explicit inverses from the Cholesky factors (k·m³ once): each application is then one
-    # batched matrix-vector product, where k small triangular solves per CG iteration cost
-    # ~20 ms on two CPU threads (OpenMP overhead per tiny solve).
-    inv = torch.cholesky_inverse(torch.linalg.cholesky(blocks))
+    k, m, _ = inv.shape
 
+    # Explicit inverses: each application is one batched matrix-vector product, where k small
+    # triangular solves per CG iteration cost ~20 ms on two CPU threads (OpenMP overhead).
     def solve(rb: torch.Tensor) -> torch.Tensor:
         return torch.bmm(inv, rb.to(inv.dtype).unsqueeze(2)).squeeze(2).to(rb.dtype)
 

@@ -22,19 +22,22 @@ from .architectures import flatten, unflatten
 from .factorization import (
     Factorization,
     augment,
+    curvature_blocks,
     flat_perm,
-    glm_blocks,
     glm_diagonal,
     is_linear,
     linear_dims,
     logit_curvature,
     low_rank_factor,
+    sampled_curvature_blocks,
 )
 from .hessian import cholesky, cholesky_solve, dense_hessian, power_iteration
 from .model import TrainedModel, resolve_device, to_tensors
 from .objective import Objective
 from .options import UnlearnOptions
 from .solvers import (
+    block_inverse_preconditioner,
+    block_inverses,
     block_preconditioner,
     conjugate_gradient,
     hutchinson_diagonal,
@@ -43,9 +46,13 @@ from .solvers import (
     lissa,
 )
 
-#: Rows used to build the block preconditioner (a scaled subsample beyond this; it only has to
-#: approximate H, the CG stopping rule uses exact products).
-BLOCK_PRECOND_ROWS = 4096
+#: Rows per class of the importance-sampled block preconditioner, used when the data have more
+#: rows than this (it only has to approximate H: the CG stopping rule uses exact products).
+BLOCK_PRECOND_ROWS = 1024
+#: Rows per class of the cached block preconditioner (built after a version commits).
+CACHED_BLOCK_ROWS = 4 * BLOCK_PRECOND_ROWS
+#: Rows (uniform subsample) of the Kronecker-factored preconditioner.
+KRONECKER_ROWS = 4096
 #: Row chunk of the closed-form linear-model Hessian-vector product.
 HVP_CHUNK_ROWS = 4096
 #: Mixed-precision CG: inner relative tolerance, cap on refinement steps, and the data size
@@ -106,8 +113,20 @@ class _Data:
                 out = out + s * (obj.hvp(theta, X, y, v) - obj.l2 * v)
         return out
 
+    def curvatures(self, obj: Objective, theta: torch.Tensor) -> list[torch.Tensor]:
+        """The logit curvatures C_i (n_part, k, k) of every part of :meth:`parts` at θ."""
+        return [logit_curvature(obj, theta, X, y) for X, y, _ in self.parts()]
+
+    def weights(self) -> list[float]:
+        """The weight of each part of :meth:`parts` in the data Hessian (sign · scale)."""
+        return [s * (self.scale if i == 0 else 1.0) for i, (_, _, s) in enumerate(self.parts())]
+
     def linear_hvp(
-        self, obj: Objective, theta: torch.Tensor, dtype: torch.dtype | None = None
+        self,
+        obj: Objective,
+        theta: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        curvatures: list[torch.Tensor] | None = None,
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The same operator as :meth:`hvp` for a linear model, in closed form.
 
@@ -115,12 +134,13 @@ class _Data:
         two (n, d)·(d, k) matrix products: Z = X Vᵀ + 1 v_bᵀ, U_i = C_i z_i, H v = [Uᵀ X, Σ U]
         (+ λ v), instead of a double backward pass. ``dtype``: compute in this precision (a
         copy of X; the mixed-precision CG uses float32 for its inner iterations).
+        ``curvatures``: those of :meth:`curvatures`, when the caller already has them.
         """
         k, d = linear_dims(obj)
+        if curvatures is None:
+            curvatures = self.curvatures(obj, theta)
         parts = []
-        for i, (X, y, s) in enumerate(self.parts()):
-            weight = s * (self.scale if i == 0 else 1.0)
-            C = logit_curvature(obj, theta, X, y)
+        for (X, _, _), weight, C in zip(self.parts(), self.weights(), curvatures, strict=True):
             if dtype is not None:
                 X, C = X.to(dtype), C.to(dtype)
             parts.append((X, C, weight))
@@ -211,6 +231,14 @@ class _Step:
         #: fixed-τ paths never multiply by H)
         self._linear_hvp: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._linear_hvp32: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._curvatures: list[torch.Tensor] | None = None
+
+    def curvatures(self) -> list[torch.Tensor]:
+        """Logit curvatures of the Hessian data's parts at θ (linear models; computed once and
+        shared by the float64 and float32 products and the preconditioner)."""
+        if self._curvatures is None:
+            self._curvatures = self.hess_data.curvatures(self.obj, self.theta)
+        return self._curvatures
 
     def mixed_precision(self) -> bool:
         """Whether CG runs in mixed precision (float32 inner iterations, float64 residuals).
@@ -230,7 +258,9 @@ class _Step:
     def hvp32(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The float32 operator v ↦ (H + μI) v of a linear model (built on first use)."""
         if self._linear_hvp32 is None:
-            self._linear_hvp32 = self.hess_data.linear_hvp(self.obj, self.theta, torch.float32)
+            self._linear_hvp32 = self.hess_data.linear_hvp(
+                self.obj, self.theta, torch.float32, self.curvatures()
+            )
         op, mu = self._linear_hvp32, self.options.damping
         return lambda v: op(v) + mu * v
 
@@ -238,7 +268,9 @@ class _Step:
         """(H_SS + μI) v for v (q,) (on the Hessian subsample when ``hessian_rows`` is set)."""
         mu = self.options.damping
         if self._linear_hvp is None and is_linear(self.obj):
-            self._linear_hvp = self.hess_data.linear_hvp(self.obj, self.theta)
+            self._linear_hvp = self.hess_data.linear_hvp(
+                self.obj, self.theta, curvatures=self.curvatures()
+            )
         op = self._linear_hvp or (lambda u: self.hess_data.hvp(self.obj, self.theta, u))
         if self.S is None:
             return op(v) + mu * v
@@ -257,7 +289,33 @@ class _Step:
         H = torch.stack([self.hvp(e) for e in eye], dim=1)  # μ already in the products
         return 0.5 * (H + H.T)
 
-    def preconditioner(self, metrics: dict[str, Any]):
+    def curvature_blocks(self, metrics: dict[str, Any], rows: int | None = None) -> torch.Tensor:
+        """Per-class diagonal blocks of the data Hessian (k, d+1, d+1) of a linear model.
+
+        Exact for parts of at most ``rows`` rows (None: ``BLOCK_PRECOND_ROWS``), an
+        importance-sampled estimate (:func:`sampled_curvature_blocks`, ``rows`` rows per class)
+        beyond.
+        """
+        rows = BLOCK_PRECOND_ROWS if rows is None else rows
+        blocks: torch.Tensor | None = None
+        parts = self.hess_data.parts()
+        for (X, _, _), w, C in zip(parts, self.hess_data.weights(), self.curvatures(), strict=True):
+            cd = torch.diagonal(C, dim1=1, dim2=2)
+            if X.shape[0] > rows:
+                part = sampled_curvature_blocks(X, cd, rows)
+                metrics.update(preconditioner_rows=rows, preconditioner_sampling="importance")
+            else:
+                part = curvature_blocks(X, cd)
+            blocks = w * part if blocks is None else blocks + w * part
+        assert blocks is not None  # parts() always holds the base rows
+        return blocks
+
+    def preconditioner(self, metrics: dict[str, Any], cached: Factorization | None = None):
+        """M⁻¹ as a function (or None) for the chosen ``preconditioner``; fills ``metrics``.
+
+        ``cached``: a matching "block_inverse" factorisation of this version, used instead of
+        building the blocks when the block preconditioner is chosen.
+        """
         choice = self.options.preconditioner
         linear = is_linear(self.obj) and self.S is None
         if choice == "auto":
@@ -283,19 +341,27 @@ class _Step:
                 )
                 metrics["preconditioner_diagonal"] = "hutchinson_32"
             return jacobi_preconditioner(diag)
-        # block / kronecker: linear model, base rows subsampled beyond a cap (scaled by n/rows).
         k, d = linear_dims(self.obj)
         perm = flat_perm(k, d, self.theta.device)
-        X, y = self.data.X, self.data.y
-        factor = 1.0
-        rows = BLOCK_PRECOND_ROWS
-        if X.shape[0] > rows:
-            gen = torch.Generator(device="cpu").manual_seed(0)
-            pick = torch.randperm(X.shape[0], generator=gen)[:rows].to(X.device)
-            factor = X.shape[0] / rows
-            X, y = X[pick], y[pick]
-            metrics["preconditioner_rows"] = rows
+        softmax = self.obj.spec.kind == "logistic_regression" and k > 1
+        flat = (l2 + mu) if softmax else None
+        if choice == "block" and softmax:
+            metrics["preconditioner_flat_subspace"] = True
+        if choice == "block" and cached is not None and cached.kind == "block_inverse":
+            metrics["preconditioner_source"] = "cached"
+            inv = cached.L.to(self.theta.device)
+            return block_inverse_preconditioner(inv, perm, flat)
         if choice == "kronecker":
+            # base rows uniformly subsampled beyond KRONECKER_ROWS (scaled by n/rows)
+            X, y = self.data.X, self.data.y
+            factor = 1.0
+            rows = KRONECKER_ROWS
+            if X.shape[0] > rows:
+                gen = torch.Generator(device="cpu").manual_seed(0)
+                pick = torch.randperm(X.shape[0], generator=gen)[:rows].to(X.device)
+                factor = X.shape[0] / rows
+                X, y = X[pick], y[pick]
+                metrics["preconditioner_rows"] = rows
             C = logit_curvature(self.obj, self.theta, X, y)
             A = C.mean(0)
             Xt = augment(X)
@@ -305,17 +371,53 @@ class _Step:
                     Xte = augment(Xe)
                     B = B + s * (Xte.T @ Xte)
             return kronecker_preconditioner(A, B, l2 + mu, perm)
-        blocks = factor * glm_blocks(self.obj, self.theta, X, y)
-        for Xe, ye, s in self.data.extra:
-            if Xe.shape[0]:
-                blocks = blocks + s * glm_blocks(self.obj, self.theta, Xe, ye)
+        blocks = self.curvature_blocks(metrics)
         blocks = blocks + (l2 + mu) * torch.eye(
             blocks.shape[1], dtype=blocks.dtype, device=blocks.device
         )
-        softmax = self.obj.spec.kind == "logistic_regression" and k > 1
-        if softmax:
-            metrics["preconditioner_flat_subspace"] = True
-        return block_preconditioner(blocks, perm, (l2 + mu) if softmax else None)
+        metrics["preconditioner_source"] = "built"
+        # The mixed-precision CG applies M in float32 anyway: factorise it there (half the cost).
+        dtype = torch.float32 if self.mixed_precision() else None
+        return block_preconditioner(blocks, perm, flat, dtype)
+
+
+def build_block_factorization(
+    model: TrainedModel,
+    X: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    device: str = "cpu",
+) -> Factorization:
+    """The CG block preconditioner of a multiclass linear model, to cache per version.
+
+    X (n, d), y (n,): the version's training data D. Returns a :class:`Factorization` of kind
+    "block_inverse": the float32 inverses (k, d+1, d+1) of the per-class diagonal blocks of
+    H(θ*; D) + λI: exact up to ``CACHED_BLOCK_ROWS`` rows, an importance-sampled estimate from
+    that many rows per class beyond (off the request path, so 4× a request's sample). A
+    preconditioner only steers CG (its stopping rule uses exact products), so the cache serves
+    every request on this version whatever its change set.
+    Raises ValueError for other models.
+    """
+    obj = Objective.for_model(model)
+    if not is_linear(obj) or linear_dims(obj)[0] < 2:
+        raise ValueError("a block preconditioner needs a multiclass linear model")
+    dev = resolve_device(device)
+    dtype = next(iter(model.params.values())).dtype
+    Xt, yt = to_tensors(X, y, model.n_features, model.n_classes, dev, dtype)
+    theta = flatten({n: t.to(dev) for n, t in model.params.items()}, obj.shapes).to(dtype)
+    step = _Step(obj, theta, _Data(Xt, yt), None, UnlearnOptions())
+    blocks = step.curvature_blocks({}, CACHED_BLOCK_ROWS)
+    blocks = blocks + obj.l2 * torch.eye(blocks.shape[1], dtype=dtype, device=dev)
+    return Factorization(
+        L=block_inverses(blocks, torch.float32).to("cpu"),
+        theta=theta.to("cpu"),
+        architecture=dict(obj.architecture),
+        n_features=int(model.n_features),
+        n_classes=int(model.n_classes),
+        l2=float(model.l2),
+        n_rows=int(Xt.shape[0]),
+        kind="block_inverse",
+    )
 
 
 def _second_order(
@@ -355,7 +457,7 @@ def _second_order(
         metrics.update(relative_residual=rel, converged=bool(rel <= 1e-6))
         return x
     if solver == "cg":
-        M = step.preconditioner(metrics)
+        M = step.preconditioner(metrics, factorization)
         max_iter = options.cg_max_iter or max(1, min(step.q, 1000))
         if step.mixed_precision():
             x, info = _mixed_cg(step, b, options.cg_tol, max_iter, M)
@@ -461,6 +563,8 @@ def unlearn(
       data D = D' + Z − Z̃ at θ*). Used for an exact linear-model solve with a Woodbury
       correction H_D' = H_D − U_Z U_Zᵀ + U_Z̃ U_Z̃ᵀ when solver resolves to exact, no subset,
       one chunk and μ = 0; otherwise the Hessian is rebuilt and ``factorization_note`` says why.
+      A "block_inverse" factorisation (:func:`build_block_factorization`) serves as the CG block
+      preconditioner instead of building it (``preconditioner_source`` "cached").
 
     metrics: ``update_norm`` ‖θ' − θ*‖₂, ``gradient_residual`` ‖∇L(θ'; D')‖₂ (w.r.t. all
     parameters), ``gradient_residual_subset`` (w.r.t. the updated subset, with
@@ -468,8 +572,9 @@ def unlearn(
     ``wall_time_s``, ``solver`` ("cholesky" | "cg" | "lissa" | "none"), ``solver_requested``,
     ``iterations``, ``relative_residual`` ‖b − (H + μI)x‖/‖b‖, ``converged``, ``damping`` (μ plus
     any Cholesky safeguard), ``factorization`` ("cached-woodbury" | "rebuilt", exact only),
-    ``preconditioner`` (cg), ``solve_time_s``, ``tau`` and ``tau_source`` ("power_iteration" |
-    "option", first order), ``step_size`` (1.0 unless ``line_search``), ``n_affected`` =
+    ``preconditioner`` and ``preconditioner_source`` ("built" | "cached") (cg),
+    ``solve_time_s``, ``tau`` and ``tau_source`` ("power_iteration" | "option", first order),
+    ``step_size`` (1.0 unless ``line_search``), ``n_affected`` =
     max(|Z|, |Z̃|), ``chunks``, ``n_updated_params``, ``last_k_layers``. With chunks the solver
     figures are those of the last chunk and ``iterations`` is summed.
     """
@@ -603,7 +708,8 @@ def _unlearn_tensors(
             why = "not a linear model"
         if why is None and (S is not None or n_chunks > 1 or options.damping):
             why = "last_k_layers, chunk_size or damping in use"
-        if why is None and factorization.n_rows != Xa.shape[0] + m - mt:
+        exact = factorization.kind == "cholesky"
+        if why is None and exact and factorization.n_rows != Xa.shape[0] + m - mt:
             why = f"factorised data has {factorization.n_rows} rows, D' + Z − Z̃ has " + str(
                 Xa.shape[0] + m - mt
             )
@@ -637,7 +743,7 @@ def _unlearn_tensors(
             cm["lambda_max"] = lam
         if options.method == "second_order":
             wb = None
-            if fact_ok is not None:
+            if fact_ok is not None and fact_ok.kind == "cholesky":
                 wb = (
                     low_rank_factor(obj, theta, cZx, cZy),
                     low_rank_factor(obj, theta, cZtx, cZty),

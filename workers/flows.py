@@ -29,6 +29,7 @@ from unlearning import (
     TrainedModel,
     TrainingOptions,
     UnlearnOptions,
+    build_block_factorization,
     build_factorization,
     evaluate,
     model_from_safetensors,
@@ -37,7 +38,8 @@ from unlearning import (
     train,
     unlearn,
 )
-from unlearning.architectures import get_spec
+from unlearning.architectures import get_spec, n_outputs
+from unlearning.factorization import LINEAR_KINDS
 from workers import certify
 from workers.changes import Change, tabular_change, text_change
 from workers.outcomes import purge_superseded_datasets, redacted_payload
@@ -101,16 +103,27 @@ def _cache_factorization(
     model_id: str, version: int, model: TrainedModel, X: np.ndarray, y: np.ndarray
 ) -> None:
     """Build and store the factorisation of a new convex version (H at its θ on its data), and
-    drop the previous version's (derived data, rebuildable)."""
+    drop the previous version's (derived data, rebuildable).
+
+    Up to ``exact_max_params`` parameters: the Cholesky factor of the dense H (exact solves with a
+    Woodbury correction). Beyond, for a multiclass linear model: the inverses of H's per-class
+    blocks, the preconditioner of its CG solves. Other models cache nothing.
+    """
     settings = get_settings()
     spec = get_spec(model.architecture)
     n_params = sum(int(t.numel()) for t in model.params.values())
-    if not spec.convex or n_params > settings.exact_max_params:
+    if not spec.convex:
+        return
+    multiclass_linear = spec.kind in LINEAR_KINDS and n_outputs(model.n_classes) > 1
+    if n_params > settings.exact_max_params and not multiclass_linear:
         return
     try:
-        fact = build_factorization(
-            model, X, y, device=settings.resolved_device(), max_params=settings.exact_max_params
-        )
+        if n_params <= settings.exact_max_params:
+            fact = build_factorization(
+                model, X, y, device=settings.resolved_device(), max_params=settings.exact_max_params
+            )
+        else:
+            fact = build_block_factorization(model, X, y, device=settings.resolved_device())
     except (ValueError, RuntimeError):
         log.warning(
             "factorisation of %s v%d failed; requests will rebuild it",

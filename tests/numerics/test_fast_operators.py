@@ -5,6 +5,9 @@
   the smooth-hinge SVM, and the closed-form curvatures against torch.func;
 - the block preconditioner with the soft-max flat subspace: still an exact CG solve, in far
   fewer iterations than the plain block preconditioner;
+- the importance-sampled class blocks (unbiased, less noisy than uniform subsampling; CG with
+  them still solves exactly), their float32 factorisation with its float64 fallback, and the
+  per-version cache of the block preconditioner (used, same solution, validated bytes);
 - the exact last-layer update of deep models on head features (``reduction``:
   "head_features") against the generic restricted update on the full network (Hessian columns
   from full-network products), for an MLP, a CNN and a char-LSTM.
@@ -180,3 +183,125 @@ def test_closed_form_gradient_sum_matches_per_sample_gradients(classes):
     ref = obj.per_sample_grads(theta, Xt, yt).sum(0)  # torch.func grad + vmap
     assert torch.allclose(obj.grad_sum(theta, Xt, yt), ref, rtol=1e-12, atol=1e-10)
     assert torch.equal(obj.grad_sum(theta, Xt[:0], yt[:0]), torch.zeros_like(theta))
+
+
+def multinomial_digits(n: int = 1000):
+    X, y = digits(n)
+    model, _ = train(
+        {"kind": "logistic_regression"}, X, y, 10, TrainingOptions(l2=1.0, grad_tol=1e-9)
+    )
+    obj = Objective.for_model(model)
+    theta = flatten(model.params, obj.shapes)
+    return X, y, model, obj, theta
+
+
+def test_sampled_curvature_blocks_are_unbiased_and_beat_uniform_sampling():
+    from unlearning.factorization import curvature_blocks, sampled_curvature_blocks
+
+    X, y, _, obj, theta = multinomial_digits()
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    cd = torch.diagonal(logit_curvature(obj, theta, Xt, yt), dim1=1, dim2=2)
+    exact = curvature_blocks(Xt, cd)
+    # the estimator of one seed is deterministic, in X's dtype
+    a = sampled_curvature_blocks(Xt, cd, 100, seed=3)
+    assert a.dtype == torch.float64 and torch.equal(
+        a, sampled_curvature_blocks(Xt, cd, 100, seed=3)
+    )
+
+    def rel(est: torch.Tensor) -> float:
+        return float((est - exact).norm() / exact.norm())
+
+    singles = [sampled_curvature_blocks(Xt, cd, 100, seed=s) for s in range(100)]
+    mean = torch.stack(singles).mean(0)
+    single_err = float(np.mean([rel(e) for e in singles]))
+    # unbiased: the mean of 100 independent estimates is ~10× closer than one (1/√100)
+    assert rel(mean) < single_err / 5 and rel(mean) < 0.03
+    # uniform subsampling of the same number of rows (scaled by n/rows) is much noisier
+    gen = torch.Generator().manual_seed(0)
+    uniform = []
+    for _ in range(20):
+        pick = torch.randperm(len(y), generator=gen)[:100]
+        uniform.append(rel(curvature_blocks(Xt[pick], cd[pick]) * (len(y) / 100)))
+    assert single_err < 0.6 * float(np.mean(uniform))
+
+
+def test_importance_sampled_block_preconditioner_gives_the_exact_solve(monkeypatch):
+    import unlearning.updates as updates
+
+    monkeypatch.setattr(updates, "BLOCK_PRECOND_ROWS", 200)  # sample beyond 200 rows
+    X, y, _, obj, theta = multinomial_digits()
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    b = obj.grad_sum(theta, Xt[:10], yt[:10])
+    step = _Step(obj, theta, _Data(Xt, yt), None, UnlearnOptions(solver="cg"))
+    metrics: dict = {}
+    M = step.preconditioner(metrics)
+    assert metrics["preconditioner_sampling"] == "importance"
+    assert metrics["preconditioner_rows"] == 200 and metrics["preconditioner_source"] == "built"
+    x, info = conjugate_gradient(step.hvp, b, tol=1e-10, max_iter=2000, preconditioner=M)
+    exact = torch.linalg.solve(dense_hessian(obj, theta, Xt, yt), b)
+    assert info["converged"]
+    assert float((x - exact).norm()) <= 1e-7 * float(exact.norm())
+    _, plain = conjugate_gradient(step.hvp, b, tol=1e-10, max_iter=2000)
+    assert info["iterations"] <= 0.5 * plain["iterations"]
+
+
+def test_cached_block_preconditioner_serves_cg_requests_of_its_version():
+    from unlearning import Factorization, build_block_factorization
+
+    X, y, model, obj, theta = multinomial_digits()
+    fact = Factorization.from_bytes(build_block_factorization(model, X, y).to_bytes())
+    assert fact.kind == "block_inverse" and fact.L.shape == (10, 65, 65)
+    assert fact.L.dtype == torch.float32
+    with pytest.raises(ValueError, match="cannot solve exactly"):
+        fact.woodbury_solve(torch.zeros(650, dtype=torch.float64), *[torch.zeros(650, 0)] * 2)
+    keep = np.arange(len(y)) >= 10
+    args = (model, X[keep], y[keep], X[:10], y[:10], X[:0], y[:0])
+    opts = UnlearnOptions(solver="cg", cg_tol=1e-10)
+    cached = unlearn(*args, opts, factorization=fact)
+    built = unlearn(*args, opts)
+    assert cached.metrics["preconditioner_source"] == "cached"
+    assert built.metrics["preconditioner_source"] == "built"
+    assert "factorization_note" not in cached.metrics
+    t_c, t_b = flatten(cached.model.params, obj.shapes), flatten(built.model.params, obj.shapes)
+    assert float((t_c - t_b).norm()) <= 1e-7 * float((t_b - theta).norm())
+    # the (approximate) cache of D serves D' = D − Z: no more iterations than a fresh build + 2
+    assert cached.metrics["iterations"] <= built.metrics["iterations"] + 2
+    # another version's parameters: not used, and the note says why
+    other = unlearn(built.model, *args[1:], opts, factorization=fact)
+    assert other.metrics["preconditioner_source"] == "built"
+    assert "parameters differ" in other.metrics["factorization_note"]
+    # a binary model has no class blocks to cache
+    yb = (y >= 5).astype(np.int64)
+    binary, _ = train({"kind": "logistic_regression"}, X, yb, 2, TrainingOptions(l2=1.0))
+    with pytest.raises(ValueError, match="multiclass linear"):
+        build_block_factorization(binary, X, yb)
+
+
+def test_block_factorization_bytes_are_validated():
+    from unlearning import Factorization, build_block_factorization
+
+    X, y, model, _, _ = multinomial_digits(300)
+    fact = build_block_factorization(model, X, y)
+    bad = Factorization(**{**fact.__dict__, "L": fact.L[:, :64, :64]})
+    with pytest.raises(ValueError, match="block_inverse factor shape"):
+        Factorization.from_bytes(bad.to_bytes())
+    odd = Factorization(**{**fact.__dict__, "kind": "qr"})
+    with pytest.raises(ValueError, match="unknown factorisation kind"):
+        Factorization.from_bytes(odd.to_bytes())
+
+
+def test_float32_block_factorisation_falls_back_to_the_blocks_precision():
+    from unlearning.solvers import block_inverses
+
+    gen = torch.Generator().manual_seed(0)
+    good = torch.randn(3, 20, 40, generator=gen, dtype=torch.float64)
+    good = good @ good.transpose(1, 2) + torch.eye(20, dtype=torch.float64)
+    inv = block_inverses(good, torch.float32)
+    assert inv.dtype == torch.float32
+    assert torch.allclose(inv.double() @ good, torch.eye(20, dtype=torch.float64), atol=1e-4)
+    # numerically singular in float32 (rank one + 1e-12·I), positive definite in float64
+    v = torch.randn(2, 20, 1, generator=gen, dtype=torch.float64)
+    bad = v @ v.transpose(1, 2) + 1e-12 * torch.eye(20, dtype=torch.float64)
+    inv = block_inverses(bad, torch.float32)
+    assert inv.dtype == torch.float64
+    assert torch.isfinite(inv).all()
