@@ -4,12 +4,19 @@
     pixels/255, λ = 10 (SUM objective): 100-record deletion with a cached factorisation
     (dense Hessian + Cholesky built once per version, Woodbury correction per request).
 (b) multinomial logistic regression, 10 classes, 7,850 parameters, λ = 100: 100-record deletion
-    with preconditioned CG (per-class block preconditioner) on Hessian-vector products.
+    with preconditioned CG (per-class block preconditioner, mixed precision) on Hessian-vector
+    products, in three configurations: CG to a relative residual of 1e-4 with the block
+    preconditioner built in the request ("cold") or taken from the version's cache (built once
+    after the version commits, as the service does), and CG to 1e-8 (cold) for reference. The
+    CG tolerance barely moves the result: the update's gradient residual is set by the Newton
+    step's own (Taylor) error, ~100× above a 1e-4 CG residual. Update times are the median of
+    REPEATS runs.
 
 Retraining is timed to the SAME gradient tolerance the update reached (‖∇L(θ; D')‖₂ ≤ the
-update's residual), L-BFGS from θ = 0; the distance reference is a retraining to a tight
-tolerance (1e-10·n for (a), 1e-8·n for (b)). Peak memory: ru_maxrss of the process after each
-phase (monotone, MiB; torch allocations are not seen by tracemalloc).
+update's residual; for (b) the largest residual of the configurations, so the quickest
+retraining), L-BFGS from θ = 0; the distance reference is a retraining to a tight tolerance
+(1e-10·n for (a), 1e-8·n for (b)). Peak memory: ru_maxrss of the process after each phase
+(monotone, MiB; torch allocations are not seen by tracemalloc).
 
     .venv/bin/python benchmarks/convex.py     # prints a table, writes results/convex.{json,png}
 """
@@ -33,6 +40,7 @@ from _data import load_fashion_mnist  # noqa: E402
 from unlearning import (  # noqa: E402
     TrainingOptions,
     UnlearnOptions,
+    build_block_factorization,
     build_factorization,
     evaluate,
     train,
@@ -41,6 +49,8 @@ from unlearning import (  # noqa: E402
 
 ARCH = {"kind": "logistic_regression"}
 OUT = Path(__file__).resolve().parent / "results"
+#: Runs of each multinomial update configuration (the median time is reported).
+REPEATS = 3
 
 
 def theta(model) -> np.ndarray:
@@ -119,6 +129,95 @@ def case(name, X, y, Xte, yte, k, lam, options, use_factorization, ref_tol):
     }
 
 
+def multinomial(X, y, Xte, yte) -> list[dict]:
+    """Case (b): one trained model, three update configurations, one retraining."""
+    n, lam, k = len(y), 100.0, 10
+    rng = np.random.default_rng(0)
+    idx = rng.choice(n, 100, replace=False)
+    keep = np.ones(n, bool)
+    keep[idx] = False
+    Xa, ya = X[keep], y[keep]
+    t = time.perf_counter()
+    model, tm = train(ARCH, X, y, k, TrainingOptions(l2=lam, grad_tol=1e-8, max_iter=20000))
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    cache = build_block_factorization(model, X, y)
+    cache_s = time.perf_counter() - t
+    configs = [
+        ("CG 1e-4, block preconditioner cached", 1e-4, cache),
+        ("CG 1e-4, block preconditioner built", 1e-4, None),
+        ("CG 1e-8, block preconditioner built", 1e-8, None),
+    ]
+    runs = []
+    for name, tol, fact in configs:
+        opts = UnlearnOptions(solver="cg", preconditioner="block", cg_tol=tol, cg_max_iter=500)
+        res = [
+            unlearn(model, Xa, ya, X[idx], y[idx], X[:0], y[:0], opts, factorization=fact)
+            for _ in range(REPEATS)
+        ]
+        runs.append((name, tol, fact, res))
+    mem_after_unlearn = rss_mib()
+    worst = max(r[3][0].metrics["gradient_residual"] for r in runs)
+    t = time.perf_counter()
+    _, sm = train(
+        ARCH,
+        Xa,
+        ya,
+        k,
+        TrainingOptions(l2=lam, grad_tol=worst / len(ya), solver="lbfgs", max_iter=20000),
+    )
+    retrain_s = time.perf_counter() - t
+    ref, rm = train(ARCH, Xa, ya, k, TrainingOptions(l2=lam, grad_tol=1e-8, max_iter=20000))
+    d0 = float(np.linalg.norm(theta(model) - theta(ref)))
+    acc_r = evaluate(ref, Xte, yte)["accuracy"]
+    rows = []
+    for name, tol, fact, res in runs:
+        m = res[0].metrics
+        solve_s = float(np.median([r.metrics["solve_time_s"] for r in res]))
+        wall_s = float(np.median([r.metrics["wall_time_s"] for r in res]))
+        du = float(np.linalg.norm(theta(res[0].model) - theta(ref)))
+        acc_u = evaluate(res[0].model, Xte, yte)["accuracy"]
+        rows.append(
+            {
+                "case": f"multinomial 10 classes, {name}",
+                "n": n,
+                "n_params": int(theta(model).size),
+                "lambda": lam,
+                "solver": m["solver"],
+                "cg_tol": tol,
+                "precision": m.get("precision"),
+                "factorization": None,
+                "preconditioner": m.get("preconditioner"),
+                "preconditioner_source": m.get("preconditioner_source"),
+                "iterations": m.get("iterations"),
+                "relative_residual": m.get("relative_residual"),
+                "train_s": train_s,
+                "train_grad_norm": tm["grad_norm"],
+                "factorization_s": cache_s if fact is not None else None,
+                "solve_s": solve_s,
+                "solve_s_runs": [r.metrics["solve_time_s"] for r in res],
+                "unlearn_wall_s": wall_s,
+                "retrain_same_tol_s": retrain_s,
+                "retrain_iterations": sm["iterations"],
+                "retrain_grad_norm": sm["grad_norm"],
+                "speedup_solve": retrain_s / solve_s,
+                "speedup_wall": retrain_s / wall_s,
+                "gradient_residual": m["gradient_residual"],
+                "gradient_residual_before": m["gradient_residual_before"],
+                "dist_no_update": d0,
+                "dist_update": du,
+                "closer_factor": d0 / du if du > 0 else float("inf"),
+                "acc_update": acc_u,
+                "acc_retrain": acc_r,
+                "acc_diff_pp": 100 * (acc_u - acc_r),
+                "peak_rss_mib_after_unlearn": mem_after_unlearn,
+                "peak_rss_mib_end": rss_mib(),
+                "reference_grad_norm": rm["grad_norm"],
+            }
+        )
+    return rows
+
+
 def main() -> None:
     import argparse
 
@@ -146,34 +245,24 @@ def main() -> None:
         )
         print(json.dumps(rows[-1], indent=1), flush=True)
     if which in ("all", "multinomial"):
-        rows.append(
-            case(
-                "multinomial 10 classes, CG + block preconditioner",
-                X,
-                y,
-                Xte,
-                yte,
-                10,
-                100.0,
-                UnlearnOptions(solver="cg", preconditioner="block", cg_tol=1e-8, cg_max_iter=500),
-                False,
-                1e-8,
-            )
-        )
-        print(json.dumps(rows[-1], indent=1), flush=True)
+        for row in multinomial(X, y, Xte, yte):
+            rows.append(row)
+            print(json.dumps(row, indent=1), flush=True)
     OUT.mkdir(exist_ok=True)
     (OUT / f"convex{'' if which == 'all' else '_' + which}.json").write_text(
         json.dumps(rows, indent=2)
     )
     hdr = (
-        f"{'case':50} {'solve ms':>9} {'unlearn s':>9} {'retrain s':>9} {'speedup':>9} "
-        f"{'closer':>8} {'Δacc pp':>8} {'residual':>9} {'RSS MiB':>8}"
+        f"{'case':60} {'its':>4} {'solve ms':>9} {'unlearn s':>9} {'retrain s':>9} "
+        f"{'× solve':>8} {'× wall':>7} {'closer':>8} {'Δacc pp':>8} {'residual':>9} "
+        f"{'RSS MiB':>8}"
     )
     print(hdr)
     for r in rows:
         print(
-            f"{r['case']:50} {1000 * r['solve_s']:9.2f} {r['unlearn_wall_s']:9.3f} "
-            f"{r['retrain_same_tol_s']:9.2f} {r['speedup_solve']:9.0f} {r['closer_factor']:8.1f} "
+            f"{r['case']:60} {r['iterations']:4d} {1000 * r['solve_s']:9.2f} "
+            f"{r['unlearn_wall_s']:9.3f} {r['retrain_same_tol_s']:9.2f} "
+            f"{r['speedup_solve']:8.1f} {r['speedup_wall']:7.1f} {r['closer_factor']:8.1f} "
             f"{r['acc_diff_pp']:8.3f} {r['gradient_residual']:9.2e} "
             f"{r['peak_rss_mib_after_unlearn']:8.0f}"
         )
@@ -198,8 +287,13 @@ def plot() -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    labels = ["(a) binary" if "binary" in r["case"] else "(b) multinomial" for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    labels = [
+        "(a) binary\ncached Cholesky"
+        if "binary" in r["case"]
+        else "(b) " + r["case"].split(", ", 1)[-1].replace(", ", "\n")
+        for r in rows
+    ]
     xs = np.arange(len(rows))
     ax.bar(xs - 0.2, [r["solve_s"] for r in rows], 0.2, label="solve")
     ax.bar(xs, [r["unlearn_wall_s"] for r in rows], 0.2, label="unlearn (wall)")
@@ -208,7 +302,7 @@ def plot() -> None:
     ax.set_xticks(xs, labels)
     ax.set_ylabel("seconds")
     ax.set_title("Fashion-MNIST, 100-record deletion")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(OUT / "convex.png", dpi=120)
     print(f"wrote {OUT / 'convex.png'}")
