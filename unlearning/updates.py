@@ -60,8 +60,9 @@ HVP_CHUNK_ROWS = 4096
 MIXED_INNER_TOL = 1e-5
 MIXED_MAX_OUTER = 8
 MIXED_MIN_ELEMENTS = 10_000_000
-#: Rows per forward pass when computing head features.
-FEATURE_BATCH = 2048
+#: Rows per forward pass when computing head features: small enough that a batch's activations
+#: stay in cache (a CNN's feature pass over 10,000 images: 0.20 s at 64–512 rows, 0.55 s at 2,048).
+FEATURE_BATCH = 256
 
 
 @dataclass
