@@ -403,7 +403,7 @@ def lstm_rows(quick: bool) -> list[dict]:
 
 
 HEADER = (
-    f"{'model':<14}{'kind':<18}{'method':<22}{'|Z|':>5}{'wall s':>9}{'retrain s':>10}"
+    f"{'model':<16}{'kind':<18}{'method':<22}{'|Z|':>5}{'wall s':>9}{'retrain s':>10}"
     f"{'speed-up':>10}{'rel dist':>10}{'Δacc pp':>9}{'residual':>10}{'peak MiB':>9}"
 )
 
@@ -414,7 +414,7 @@ def print_rows(rows: list[dict]) -> None:
         mib = "" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
         extra = f"  exposure {r['exposure_bits']:.1f} bits" if "exposure_bits" in r else ""
         print(
-            f"{r['model']:<14}{r['kind']:<18}{r['method']:<22}{r['n_affected']:>5}"
+            f"{r['model']:<16}{r['kind']:<18}{r['method']:<22}{r['n_affected']:>5}"
             f"{r['wall_s']:>9.3f}{r['retrain_same_tol_s']:>10.2f}{r['speedup']:>9.1f}×"
             f"{r['rel_distance']:>10.2e}{r['acc_diff_pp']:>9.2f}{res:>10}{mib:>9}{extra}",
             flush=True,
