@@ -7,16 +7,18 @@
     with preconditioned CG (per-class block preconditioner, mixed precision) on Hessian-vector
     products, in three configurations: CG to a relative residual of 1e-4 with the block
     preconditioner built in the request ("cold") or taken from the version's cache (built once
-    after the version commits, as the service does), and CG to 1e-8 (cold) for reference. The
+    after the version commits, as the service does), CG to 1e-8 (cold), and the service's default
+    CG tolerance 1e-10 (cached). The
     CG tolerance barely moves the result: the update's gradient residual is set by the Newton
-    step's own (Taylor) error, ~100× above a 1e-4 CG residual. Update times are the median of
-    REPEATS runs.
+    step's own (Taylor) error, ~100× above a 1e-4 CG residual.
 
 Retraining is timed to the SAME gradient tolerance the update reached (‖∇L(θ; D')‖₂ ≤ the
 update's residual; for (b) the largest residual of the configurations, so the quickest
-retraining), L-BFGS from θ = 0; the distance reference is a retraining to a tight tolerance
-(1e-10·n for (a), 1e-8·n for (b)). Peak memory: ru_maxrss of the process after each phase
-(monotone, MiB; torch allocations are not seen by tracemalloc).
+retraining, timed REPEATS times interleaved with the updates), L-BFGS from θ = 0 (not warm from
+θ*: retraining is what a service without unlearning runs on the corrected data). The distance
+reference is a retraining to a tight tolerance (1e-10·n for (a), 1e-8·n for (b)). Peak memory:
+ru_maxrss of the process after each phase (monotone, MiB; torch allocations are not seen by
+tracemalloc). Times of (b) are medians of REPEATS rounds.
 
     .venv/bin/python benchmarks/convex.py     # prints a table, writes results/convex.{json,png}
 """
@@ -130,7 +132,8 @@ def case(name, X, y, Xte, yte, k, lam, options, use_factorization, ref_tol):
 
 
 def multinomial(X, y, Xte, yte) -> list[dict]:
-    """Case (b): one trained model, three update configurations, one retraining."""
+    """Case (b): one trained model, three update configurations, retraining to the largest of
+    their residuals; medians of REPEATS interleaved rounds."""
     n, lam, k = len(y), 100.0, 10
     rng = np.random.default_rng(0)
     idx = rng.choice(n, 100, replace=False)
@@ -147,26 +150,37 @@ def multinomial(X, y, Xte, yte) -> list[dict]:
         ("CG 1e-4, block preconditioner cached", 1e-4, cache),
         ("CG 1e-4, block preconditioner built", 1e-4, None),
         ("CG 1e-8, block preconditioner built", 1e-8, None),
+        ("CG 1e-10 (service default), cached", 1e-10, cache),
     ]
-    runs = []
-    for name, tol, fact in configs:
-        opts = UnlearnOptions(solver="cg", preconditioner="block", cg_tol=tol, cg_max_iter=500)
-        res = [
-            unlearn(model, Xa, ya, X[idx], y[idx], X[:0], y[:0], opts, factorization=fact)
-            for _ in range(REPEATS)
-        ]
-        runs.append((name, tol, fact, res))
+    opt = {
+        tol: UnlearnOptions(solver="cg", preconditioner="block", cg_tol=tol, cg_max_iter=500)
+        for _, tol, _ in configs
+    }
+
+    def update(tol: float, fact):
+        return unlearn(model, Xa, ya, X[idx], y[idx], X[:0], y[:0], opt[tol], factorization=fact)
+
+    # The retraining's tolerance: the largest residual of the configurations (the quickest).
+    worst = max(update(tol, fact).metrics["gradient_residual"] for _, tol, fact in configs)
     mem_after_unlearn = rss_mib()
-    worst = max(r[3][0].metrics["gradient_residual"] for r in runs)
-    t = time.perf_counter()
-    _, sm = train(
-        ARCH,
-        Xa,
-        ya,
-        k,
-        TrainingOptions(l2=lam, grad_tol=worst / len(ya), solver="lbfgs", max_iter=20000),
-    )
-    retrain_s = time.perf_counter() - t
+    # REPEATS rounds, each timing every configuration and one retraining (interleaved, so that
+    # a noisy spell of the shared machine hits both sides); medians are reported.
+    results: dict[str, list] = {name: [] for name, _, _ in configs}
+    retrain_times = []
+    for _ in range(REPEATS):
+        for name, tol, fact in configs:
+            results[name].append(update(tol, fact))
+        t = time.perf_counter()
+        _, sm = train(
+            ARCH,
+            Xa,
+            ya,
+            k,
+            TrainingOptions(l2=lam, grad_tol=worst / len(ya), solver="lbfgs", max_iter=20000),
+        )
+        retrain_times.append(time.perf_counter() - t)
+    retrain_s = float(np.median(retrain_times))
+    runs = [(name, tol, fact, results[name]) for name, tol, fact in configs]
     ref, rm = train(ARCH, Xa, ya, k, TrainingOptions(l2=lam, grad_tol=1e-8, max_iter=20000))
     d0 = float(np.linalg.norm(theta(model) - theta(ref)))
     acc_r = evaluate(ref, Xte, yte)["accuracy"]
@@ -198,6 +212,7 @@ def multinomial(X, y, Xte, yte) -> list[dict]:
                 "solve_s_runs": [r.metrics["solve_time_s"] for r in res],
                 "unlearn_wall_s": wall_s,
                 "retrain_same_tol_s": retrain_s,
+                "retrain_s_runs": retrain_times,
                 "retrain_iterations": sm["iterations"],
                 "retrain_grad_norm": sm["grad_norm"],
                 "speedup_solve": retrain_s / solve_s,

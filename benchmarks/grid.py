@@ -61,7 +61,7 @@ from unlearning import (  # noqa: E402
 from unlearning.architectures import flatten  # noqa: E402
 from unlearning.objective import Objective  # noqa: E402
 from workers.changes import Change, tabular_change, text_change  # noqa: E402
-from workers.strategy import update_options  # noqa: E402
+from workers.strategy import bad_evidence, update_options  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 EXACT_MAX = 5000
@@ -169,6 +169,14 @@ def run(model: TrainedModel, ch: Change, opts: dict, fact: Any = None) -> tuple[
     return res, wall, mem.mib
 
 
+def rejects(before: TrainedModel, res: Any, ch: Change) -> str | None:
+    """The service's evidence check of a non-convex update (gradient residual, and the loss on
+    D' before and after), as ``workers.flows`` runs it; None when it would accept the update."""
+    f0 = evaluate(before, ch.X_after, ch.y_after)["loss"]
+    f1 = evaluate(res.model, ch.X_after, ch.y_after)["loss"]
+    return bad_evidence(res.model, res.metrics, f0, f1)
+
+
 def convex_rows(name, arch, X, y, Xte, yte, k, lam, rng) -> list[dict]:
     t = time.perf_counter()
     model, _ = train(arch, X, y, k, TrainingOptions(l2=lam, grad_tol=1e-10, max_iter=20000))
@@ -230,6 +238,7 @@ def convex_rows(name, arch, X, y, Xte, yte, k, lam, rng) -> list[dict]:
                     "gradient_residual": r,
                     "gradient_residual_before": res.metrics["gradient_residual_before"],
                     "iterations": res.metrics.get("iterations"),
+                    "service_rejects": bad_evidence(res.model, res.metrics),
                     "peak_mib": mib,
                     "version_cache_s": cache_s if method == "second_order" else None,
                     "train_s": train_s,
@@ -297,6 +306,7 @@ def deep_rows(name, arch, X, y, Xte, yte, k, epochs, rng) -> list[dict]:
                     "gradient_residual_before": m["gradient_residual_before"],
                     "gradient_residual_scope": m.get("gradient_residual_scope"),
                     "iterations": m.get("iterations"),
+                    "service_rejects": rejects(model, res, ch),
                     "peak_mib": mib,
                     "train_s": train_s,
                 }
@@ -372,6 +382,12 @@ def lstm_rows(quick: bool) -> list[dict]:
                 "gradient_residual_before": m["gradient_residual_before"],
                 "gradient_residual_scope": m.get("gradient_residual_scope"),
                 "iterations": m.get("iterations"),
+                "service_rejects": rejects(model, res, ch)
+                or (
+                    f"exposure {e['exposure_bits']:.1f} bits > 2"
+                    if e["exposure_bits"] > 2.0
+                    else None
+                ),
                 "peak_mib": mib,
                 "exposure_bits": e["exposure_bits"],
                 "completion": complete(res.model, PREFIX, len(SECRET)),
@@ -413,6 +429,8 @@ def print_rows(rows: list[dict]) -> None:
         res = "" if r.get("gradient_residual") is None else f"{r['gradient_residual']:.2e}"
         mib = "" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
         extra = f"  exposure {r['exposure_bits']:.1f} bits" if "exposure_bits" in r else ""
+        if r.get("service_rejects"):
+            extra += f"  [service rejects: {r['service_rejects']}]"
         print(
             f"{r['model']:<16}{r['kind']:<18}{r['method']:<22}{r['n_affected']:>5}"
             f"{r['wall_s']:>9.3f}{r['retrain_same_tol_s']:>10.2f}{r['speedup']:>9.1f}×"

@@ -158,7 +158,7 @@ def sampled_curvature_blocks(
     CG as well as the exact blocks of all 60,000 rows). Products in ``dtype`` (a preconditioner
     only has to approximate H); the result is returned in X's dtype. Deterministic for a seed.
     """
-    n, k = cdiag.shape
+    n, k = cdiag.shape  # c_ia ≥ 0 (convex losses); negative entries would never be drawn
     m = X.shape[1] + 1
     out = torch.zeros(k, m, m, dtype=X.dtype, device=X.device)
     if n == 0:
@@ -261,6 +261,10 @@ class Factorization:
         th = self.theta.to(device=theta.device, dtype=theta.dtype)
         if th.shape != theta.shape or not torch.equal(th, theta):
             return "parameters differ from the factorised version"
+        if self.kind == "block_inverse":
+            m = model.n_features + 1
+            if tuple(self.L.shape) != (th.shape[0] // m, m, m) or th.shape[0] % m:
+                return f"block factor shape {tuple(self.L.shape)} does not fit the model"
         return None
 
     def to_bytes(self) -> bytes:

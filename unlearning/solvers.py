@@ -224,13 +224,21 @@ def block_inverses(blocks: torch.Tensor, factor_dtype: torch.dtype | None = None
     """Inverses (k, m, m) of SPD ``blocks`` (k, m, m) via Cholesky (cost ~k·m³).
 
     ``factor_dtype``: factorise in this precision (e.g. float32 for the mixed-precision CG:
-    half the cost); blocks that are not numerically positive definite there are factorised in
-    their own precision instead.
+    half the cost); if a block is not numerically positive definite there, all are factorised
+    in float64 instead. A block estimate that is not positive definite even then (a sampled
+    sum of signed parts can be indefinite) is inverted through its eigendecomposition with the
+    eigenvalues clamped below at 1e-8 of the largest: a preconditioner must only be SPD.
     """
     L, info = torch.linalg.cholesky_ex(blocks.to(factor_dtype or blocks.dtype))
     if bool((info != 0).any()):
-        L = torch.linalg.cholesky(blocks)
-    return torch.cholesky_inverse(L)
+        L, info = torch.linalg.cholesky_ex(blocks.to(torch.float64))
+    if not bool((info != 0).any()):
+        return torch.cholesky_inverse(L)
+    sym = 0.5 * (blocks + blocks.transpose(1, 2)).to(torch.float64)
+    evals, evecs = torch.linalg.eigh(sym)
+    top = evals.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
+    evals = torch.maximum(evals, 1e-8 * top)
+    return (evecs / evals.unsqueeze(1)) @ evecs.transpose(1, 2)
 
 
 def block_preconditioner(

@@ -63,6 +63,11 @@ MIXED_MIN_ELEMENTS = 10_000_000
 #: Rows per forward pass when computing head features: small enough that a batch's activations
 #: stay in cache (a CNN's feature pass over 10,000 images: 0.20 s at 64–512 rows, 0.55 s at 2,048).
 FEATURE_BATCH = 256
+#: ... on a GPU, where large batches amortise the kernel launches (the H200 check used 2,048).
+FEATURE_BATCH_CUDA = 2048
+#: Largest block preconditioner, in entries k·(d+1)² (400 MB in float64): beyond it (e.g. a
+#: bag-of-words model with 10⁵ features) the Jacobi preconditioner is used and nothing cached.
+MAX_BLOCK_ENTRIES = 50_000_000
 
 
 @dataclass
@@ -325,6 +330,11 @@ class _Step:
         if choice in ("block", "kronecker") and not linear:
             metrics["preconditioner_note"] = f"{choice} needs a linear model; used jacobi"
             choice = "jacobi"
+        if choice == "block" and not block_fits(self.obj):
+            metrics["preconditioner_note"] = (
+                f"class blocks above {MAX_BLOCK_ENTRIES:,} entries; used jacobi"
+            )
+            choice = "jacobi"
         metrics["preconditioner"] = choice
         mu, l2 = self.options.damping, self.obj.l2
         if choice == "none":
@@ -382,6 +392,13 @@ class _Step:
         return block_preconditioner(blocks, perm, flat, dtype)
 
 
+def block_fits(obj: Objective) -> bool:
+    """Whether the per-class blocks of a linear model, k·(d+1)² entries, stay within
+    ``MAX_BLOCK_ENTRIES``."""
+    k, d = linear_dims(obj)
+    return k * (d + 1) ** 2 <= MAX_BLOCK_ENTRIES
+
+
 def build_block_factorization(
     model: TrainedModel,
     X: np.ndarray | torch.Tensor,
@@ -392,7 +409,8 @@ def build_block_factorization(
     """The CG block preconditioner of a multiclass linear model, to cache per version.
 
     X (n, d), y (n,): the version's training data D. Returns a :class:`Factorization` of kind
-    "block_inverse": the float32 inverses (k, d+1, d+1) of the per-class diagonal blocks of
+    "block_inverse": the inverses (k, d+1, d+1) (float32; float64 where a block needs it,
+    :func:`block_inverses`) of the per-class diagonal blocks of
     H(θ*; D) + λI: exact up to ``CACHED_BLOCK_ROWS`` rows, an importance-sampled estimate from
     that many rows per class beyond (off the request path, so 4× a request's sample). A
     preconditioner only steers CG (its stopping rule uses exact products), so the cache serves
@@ -402,6 +420,8 @@ def build_block_factorization(
     obj = Objective.for_model(model)
     if not is_linear(obj) or linear_dims(obj)[0] < 2:
         raise ValueError("a block preconditioner needs a multiclass linear model")
+    if not block_fits(obj):
+        raise ValueError(f"the class blocks would exceed {MAX_BLOCK_ENTRIES:,} entries")
     dev = resolve_device(device)
     dtype = next(iter(model.params.values())).dtype
     Xt, yt = to_tensors(X, y, model.n_features, model.n_classes, dev, dtype)
@@ -605,9 +625,10 @@ def _features(model: TrainedModel, obj: Objective, X: torch.Tensor) -> torch.Ten
     """Inputs of the ``head`` layer (n, F) for rows X, in batches, without gradients."""
     params = {n: t.to(X.device) for n, t in model.params.items()}
     parts = []
+    batch = FEATURE_BATCH_CUDA if X.device.type == "cuda" else FEATURE_BATCH
     with torch.no_grad():
-        for s in range(0, X.shape[0], FEATURE_BATCH):
-            parts.append(obj.spec.features(obj.architecture, params, X[s : s + FEATURE_BATCH]))
+        for s in range(0, X.shape[0], batch):
+            parts.append(obj.spec.features(obj.architecture, params, X[s : s + batch]))
     if not parts:
         F_dim = obj.shapes["head.weight"][1]
         return X.new_zeros(0, F_dim)
@@ -707,7 +728,8 @@ def _unlearn_tensors(
         why = factorization.matches(model, theta0.to("cpu"))
         if why is None and not is_linear(obj):
             why = "not a linear model"
-        if why is None and (S is not None or n_chunks > 1 or options.damping):
+        damped = bool(options.damping) or options.damping_relative is not None
+        if why is None and (S is not None or n_chunks > 1 or damped):
             why = "last_k_layers, chunk_size or damping in use"
         exact = factorization.kind == "cholesky"
         if why is None and exact and factorization.n_rows != Xa.shape[0] + m - mt:

@@ -40,6 +40,7 @@ from unlearning import (
 )
 from unlearning.architectures import get_spec, n_outputs
 from unlearning.factorization import LINEAR_KINDS
+from unlearning.updates import MAX_BLOCK_ENTRIES
 from workers import certify
 from workers.changes import Change, tabular_change, text_change
 from workers.outcomes import purge_superseded_datasets, redacted_payload
@@ -107,14 +108,17 @@ def _cache_factorization(
 
     Up to ``exact_max_params`` parameters: the Cholesky factor of the dense H (exact solves with a
     Woodbury correction). Beyond, for a multiclass linear model: the inverses of H's per-class
-    blocks, the preconditioner of its CG solves. Other models cache nothing.
+    blocks, the preconditioner of its CG solves (up to ``MAX_BLOCK_ENTRIES`` entries). Other
+    models cache nothing.
     """
     settings = get_settings()
     spec = get_spec(model.architecture)
     n_params = sum(int(t.numel()) for t in model.params.values())
     if not spec.convex:
         return
-    multiclass_linear = spec.kind in LINEAR_KINDS and n_outputs(model.n_classes) > 1
+    k_out = n_outputs(model.n_classes)
+    blocks_fit = k_out * (model.n_features + 1) ** 2 <= MAX_BLOCK_ENTRIES
+    multiclass_linear = spec.kind in LINEAR_KINDS and k_out > 1 and blocks_fit
     if n_params > settings.exact_max_params and not multiclass_linear:
         return
     try:

@@ -299,9 +299,70 @@ def test_float32_block_factorisation_falls_back_to_the_blocks_precision():
     inv = block_inverses(good, torch.float32)
     assert inv.dtype == torch.float32
     assert torch.allclose(inv.double() @ good, torch.eye(20, dtype=torch.float64), atol=1e-4)
-    # numerically singular in float32 (rank one + 1e-12·I), positive definite in float64
+    # numerically singular in float32 (rank one + 1e-9·I), positive definite in float64
     v = torch.randn(2, 20, 1, generator=gen, dtype=torch.float64)
-    bad = v @ v.transpose(1, 2) + 1e-12 * torch.eye(20, dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True)
+    bad = v @ v.transpose(1, 2) + 1e-9 * torch.eye(20, dtype=torch.float64)
     inv = block_inverses(bad, torch.float32)
     assert inv.dtype == torch.float64
-    assert torch.isfinite(inv).all()
+    eye = torch.eye(20, dtype=torch.float64).expand(2, 20, 20)
+    assert torch.allclose(inv @ bad, eye, atol=1e-5)
+    # indefinite (a sampled sum of signed parts can be): still an SPD inverse, exact on the
+    # positive eigenspace
+    ind = torch.diag_embed(torch.tensor([[2.0, 1.0, -1.0]], dtype=torch.float64))
+    inv = block_inverses(ind)
+    assert torch.linalg.eigvalsh(inv).min() > 0
+    assert torch.allclose(inv[0, :2, :2], torch.diag(torch.tensor([0.5, 1.0], dtype=torch.float64)))
+
+
+def test_cached_factorisations_are_refused_where_they_do_not_apply():
+    from unlearning import Factorization, build_block_factorization, build_factorization
+
+    X, y, model, _, _ = multinomial_digits(600)
+    keep = np.arange(len(y)) >= 6
+    args = (model, X[keep], y[keep], X[:6], y[:6], X[:0], y[:0])
+    blocks = build_block_factorization(model, X, y)
+    for opts in (
+        UnlearnOptions(solver="cg", chunk_size=2),
+        UnlearnOptions(solver="cg", damping=1.0),
+        UnlearnOptions(solver="cg", damping_relative=1e-3),
+    ):
+        r = unlearn(*args, opts, factorization=blocks)
+        assert "damping in use" in r.metrics["factorization_note"]
+        assert r.metrics["preconditioner_source"] == "built"
+    # a block factor of the wrong shape (same parameter count) is not used
+    wrong = Factorization(**{**blocks.__dict__, "L": torch.zeros(2, 325, 325)})
+    r = unlearn(*args, UnlearnOptions(solver="cg"), factorization=wrong)
+    assert "does not fit the model" in r.metrics["factorization_note"]
+    assert r.metrics["preconditioner_source"] == "built"
+    # a cached Cholesky factor holds no damping: relative damping rebuilds the Hessian
+    Xb, yb = X[:, :20], (y >= 5).astype(np.int64)
+    binary, _ = train({"kind": "logistic_regression"}, Xb, yb, 2, TrainingOptions(l2=1.0))
+    fact = build_factorization(binary, Xb, yb)
+    bargs = (binary, Xb[keep], yb[keep], Xb[:6], yb[:6], Xb[:0], yb[:0])
+    opts = UnlearnOptions(solver="exact", damping_relative=0.1)
+    cached = unlearn(*bargs, opts, factorization=fact)
+    rebuilt = unlearn(*bargs, opts)
+    assert cached.metrics["factorization"] == "rebuilt"
+    assert "damping in use" in cached.metrics["factorization_note"]
+    for name in binary.params:
+        assert torch.allclose(cached.model.params[name], rebuilt.model.params[name])
+
+
+def test_sampled_cache_serves_the_mixed_precision_cg(monkeypatch):
+    import unlearning.updates as updates
+    from unlearning import Factorization, build_block_factorization
+
+    monkeypatch.setattr(updates, "CACHED_BLOCK_ROWS", 200)  # the cache is sampled too
+    X, y, model, obj, theta = multinomial_digits()
+    fact = Factorization.from_bytes(build_block_factorization(model, X, y).to_bytes())
+    keep = np.arange(len(y)) >= 10
+    opts = UnlearnOptions(solver="cg", cg_tol=1e-10, cg_precision="mixed")
+    r = unlearn(model, X[keep], y[keep], X[:10], y[:10], X[:0], y[:0], opts, factorization=fact)
+    assert r.metrics["precision"] == "mixed" and r.metrics["preconditioner_source"] == "cached"
+    assert r.metrics["converged"]
+    Xa, ya = torch.as_tensor(X[keep]), torch.as_tensor(y[keep])
+    b = obj.grad_sum(theta, torch.as_tensor(X[:10]), torch.as_tensor(y[:10]))
+    exact = theta + torch.linalg.solve(dense_hessian(obj, theta, Xa, ya), b)
+    got = flatten(r.model.params, obj.shapes)
+    assert float((got - exact).norm()) <= 1e-7 * float((exact - theta).norm())
