@@ -29,7 +29,9 @@ import json
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,32 +95,79 @@ def case(name, X, y, Xte, yte, k, lam, options, use_factorization, ref_tol):
     retrain_s = time.perf_counter() - t
     # Tight reference retraining for distances.
     ref, rm = train(ARCH, Xa, ya, k, TrainingOptions(l2=lam, grad_tol=ref_tol, max_iter=20000))
+    base = Base(n, lam, model, tm, train_s, ref, rm, Xte, yte)
+    m = res.metrics
+    return summary(
+        name,
+        base,
+        res.model,
+        m,
+        m["solve_time_s"],
+        m["wall_time_s"],
+        retrain_s,
+        sm,
+        fact_s=fact_s,
+        mem_after_unlearn=mem_after_unlearn,
+    )
+
+
+@dataclass
+class Base:
+    """What every row of a case shares: the trained model and the tight reference retraining."""
+
+    n: int
+    lam: float
+    model: Any
+    tm: dict
+    train_s: float
+    ref: Any
+    rm: dict
+    Xte: np.ndarray
+    yte: np.ndarray
+
+
+def summary(
+    name: str,
+    base: Base,
+    updated: Any,
+    m: dict,
+    solve_s: float,
+    wall_s: float,
+    retrain_s: float,
+    sm: dict,
+    *,
+    fact_s: float | None,
+    mem_after_unlearn: float,
+) -> dict:
+    """One result row: the update (``updated``, metrics ``m``, median times) against the
+    retraining to the same tolerance (``retrain_s``, info ``sm``) and the case's tight
+    reference retraining."""
+    model, ref = base.model, base.ref
     d0 = float(np.linalg.norm(theta(model) - theta(ref)))
-    du = float(np.linalg.norm(theta(res.model) - theta(ref)))
-    acc_u = evaluate(res.model, Xte, yte)["accuracy"]
-    acc_r = evaluate(ref, Xte, yte)["accuracy"]
-    solve_s = res.metrics["solve_time_s"]
+    du = float(np.linalg.norm(theta(updated) - theta(ref)))
+    acc_u = evaluate(updated, base.Xte, base.yte)["accuracy"]
+    acc_r = evaluate(ref, base.Xte, base.yte)["accuracy"]
     return {
         "case": name,
-        "n": n,
+        "n": base.n,
         "n_params": int(theta(model).size),
-        "lambda": lam,
-        "solver": res.metrics["solver"],
-        "factorization": res.metrics.get("factorization"),
-        "preconditioner": res.metrics.get("preconditioner"),
-        "iterations": res.metrics.get("iterations"),
-        "train_s": train_s,
-        "train_grad_norm": tm["grad_norm"],
+        "lambda": base.lam,
+        "solver": m["solver"],
+        "factorization": m.get("factorization"),
+        "preconditioner": m.get("preconditioner"),
+        "iterations": m.get("iterations"),
+        "train_s": base.train_s,
+        "train_grad_norm": base.tm["grad_norm"],
         "factorization_s": fact_s,
         "solve_s": solve_s,
-        "unlearn_wall_s": res.metrics["wall_time_s"],
+        "unlearn_wall_s": wall_s,
         "retrain_same_tol_s": retrain_s,
         "retrain_iterations": sm["iterations"],
         "retrain_grad_norm": sm["grad_norm"],
         "speedup_solve": retrain_s / solve_s,
-        "speedup_wall": retrain_s / res.metrics["wall_time_s"],
-        "gradient_residual": r,
-        "gradient_residual_before": res.metrics["gradient_residual_before"],
+        "speedup_wall": retrain_s / wall_s,
+        "gradient_residual": m["gradient_residual"],
+        "gradient_residual_before": m["gradient_residual_before"],
         "dist_no_update": d0,
         "dist_update": du,
         "closer_factor": d0 / du if du > 0 else float("inf"),
@@ -127,7 +176,7 @@ def case(name, X, y, Xte, yte, k, lam, options, use_factorization, ref_tol):
         "acc_diff_pp": 100 * (acc_u - acc_r),
         "peak_rss_mib_after_unlearn": mem_after_unlearn,
         "peak_rss_mib_end": rss_mib(),
-        "reference_grad_norm": rm["grad_norm"],
+        "reference_grad_norm": base.rm["grad_norm"],
     }
 
 
@@ -182,54 +231,32 @@ def multinomial(X, y, Xte, yte) -> list[dict]:
     retrain_s = float(np.median(retrain_times))
     runs = [(name, tol, fact, results[name]) for name, tol, fact in configs]
     ref, rm = train(ARCH, Xa, ya, k, TrainingOptions(l2=lam, grad_tol=1e-8, max_iter=20000))
-    d0 = float(np.linalg.norm(theta(model) - theta(ref)))
-    acc_r = evaluate(ref, Xte, yte)["accuracy"]
+    base = Base(n, lam, model, tm, train_s, ref, rm, Xte, yte)
     rows = []
     for name, tol, fact, res in runs:
         m = res[0].metrics
-        solve_s = float(np.median([r.metrics["solve_time_s"] for r in res]))
-        wall_s = float(np.median([r.metrics["wall_time_s"] for r in res]))
-        du = float(np.linalg.norm(theta(res[0].model) - theta(ref)))
-        acc_u = evaluate(res[0].model, Xte, yte)["accuracy"]
-        rows.append(
-            {
-                "case": f"multinomial 10 classes, {name}",
-                "n": n,
-                "n_params": int(theta(model).size),
-                "lambda": lam,
-                "solver": m["solver"],
-                "cg_tol": tol,
-                "precision": m.get("precision"),
-                "factorization": None,
-                "preconditioner": m.get("preconditioner"),
-                "preconditioner_source": m.get("preconditioner_source"),
-                "iterations": m.get("iterations"),
-                "relative_residual": m.get("relative_residual"),
-                "train_s": train_s,
-                "train_grad_norm": tm["grad_norm"],
-                "factorization_s": cache_s if fact is not None else None,
-                "solve_s": solve_s,
-                "solve_s_runs": [r.metrics["solve_time_s"] for r in res],
-                "unlearn_wall_s": wall_s,
-                "retrain_same_tol_s": retrain_s,
-                "retrain_s_runs": retrain_times,
-                "retrain_iterations": sm["iterations"],
-                "retrain_grad_norm": sm["grad_norm"],
-                "speedup_solve": retrain_s / solve_s,
-                "speedup_wall": retrain_s / wall_s,
-                "gradient_residual": m["gradient_residual"],
-                "gradient_residual_before": m["gradient_residual_before"],
-                "dist_no_update": d0,
-                "dist_update": du,
-                "closer_factor": d0 / du if du > 0 else float("inf"),
-                "acc_update": acc_u,
-                "acc_retrain": acc_r,
-                "acc_diff_pp": 100 * (acc_u - acc_r),
-                "peak_rss_mib_after_unlearn": mem_after_unlearn,
-                "peak_rss_mib_end": rss_mib(),
-                "reference_grad_norm": rm["grad_norm"],
-            }
+        solve_runs = [r.metrics["solve_time_s"] for r in res]
+        row = summary(
+            f"multinomial 10 classes, {name}",
+            base,
+            res[0].model,
+            m,
+            float(np.median(solve_runs)),
+            float(np.median([r.metrics["wall_time_s"] for r in res])),
+            retrain_s,
+            sm,
+            fact_s=cache_s if fact is not None else None,
+            mem_after_unlearn=mem_after_unlearn,
         )
+        row.update(
+            cg_tol=tol,
+            precision=m.get("precision"),
+            preconditioner_source=m.get("preconditioner_source"),
+            relative_residual=m.get("relative_residual"),
+            solve_s_runs=solve_runs,
+            retrain_s_runs=retrain_times,
+        )
+        rows.append(row)
     return rows
 
 

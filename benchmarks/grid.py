@@ -36,6 +36,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,95 @@ def rejects(before: TrainedModel, res: Any, ch: Change) -> str | None:
     return bad_evidence(res.model, res.metrics, f0, f1)
 
 
+@dataclass
+class Cell:
+    """What every row of one (model, request kind) shares, the reference retraining included."""
+
+    model: str
+    kind: str
+    n_affected: int
+    n_params: int
+    train_s: float
+    ref_s: float
+    th_ref: np.ndarray
+    d0: float
+    acc_ref: float
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        kind: str,
+        ch: Change,
+        before: TrainedModel,
+        ref: TrainedModel,
+        ref_s: float,
+        train_s: float,
+        acc_ref: float,
+    ) -> Cell:
+        th_ref = theta(ref)
+        return cls(
+            name,
+            kind,
+            ch.n_affected,
+            int(theta(before).size),
+            train_s,
+            ref_s,
+            th_ref,
+            float(np.linalg.norm(theta(before) - th_ref)),
+            acc_ref,
+        )
+
+    def update(
+        self,
+        method: str,
+        res: Any,
+        wall: float,
+        mib: float,
+        retrain_s: float,
+        acc: float,
+        **extra: Any,
+    ) -> dict:
+        """The row of one update (``acc``: its accuracy on the cell's evaluation data)."""
+        m = res.metrics
+        return {
+            **self._common(method, wall, retrain_s),
+            "speedup": retrain_s / wall,
+            "rel_distance": float(np.linalg.norm(theta(res.model) - self.th_ref)) / self.d0,
+            "acc_diff_pp": 100 * (acc - self.acc_ref),
+            "gradient_residual": m["gradient_residual"],
+            "gradient_residual_before": m["gradient_residual_before"],
+            "gradient_residual_scope": m.get("gradient_residual_scope"),
+            "iterations": m.get("iterations"),
+            "peak_mib": mib,
+            **extra,
+        }
+
+    def retrain(self, method: str, **extra: Any) -> dict:
+        """The row of the reference retraining itself."""
+        return {
+            **self._common(method, self.ref_s, self.ref_s),
+            "speedup": 1.0,
+            "rel_distance": 0.0,
+            "acc_diff_pp": 0.0,
+            "gradient_residual": None,
+            "peak_mib": None,
+            **extra,
+        }
+
+    def _common(self, method: str, wall: float, retrain_s: float) -> dict:
+        return {
+            "model": self.model,
+            "kind": self.kind,
+            "method": method,
+            "n_affected": self.n_affected,
+            "n_params": self.n_params,
+            "train_s": self.train_s,
+            "wall_s": wall,
+            "retrain_same_tol_s": retrain_s,
+        }
+
+
 def convex_rows(name, arch, X, y, Xte, yte, k, lam, rng) -> list[dict]:
     t = time.perf_counter()
     model, _ = train(arch, X, y, k, TrainingOptions(l2=lam, grad_tol=1e-10, max_iter=20000))
@@ -199,9 +289,9 @@ def convex_rows(name, arch, X, y, Xte, yte, k, lam, rng) -> list[dict]:
             arch, ch.X_after, ch.y_after, k, TrainingOptions(l2=lam, grad_tol=1e-8, max_iter=20000)
         )
         ref_s = time.perf_counter() - t
-        th_ref = theta(ref)
-        d0 = float(np.linalg.norm(theta(model) - th_ref))
-        acc_ref = evaluate(ref, Xte, yte)["accuracy"]
+        cell = Cell.of(
+            name, kind, ch, model, ref, ref_s, train_s, evaluate(ref, Xte, yte)["accuracy"]
+        )
         methods: list[tuple[str, dict]] = [("first_order", {})]
         if p <= EXACT_MAX:
             methods.append(("second_order exact", {"solver": "exact"}))
@@ -223,44 +313,20 @@ def convex_rows(name, arch, X, y, Xte, yte, k, lam, rng) -> list[dict]:
                 TrainingOptions(l2=lam, grad_tol=r / na, max_iter=20000),
             )
             retrain_s = time.perf_counter() - t
+            acc = evaluate(res.model, Xte, yte)["accuracy"]
             out.append(
-                {
-                    "model": name,
-                    "kind": kind,
-                    "method": label,
-                    "n_affected": ch.n_affected,
-                    "n_params": p,
-                    "wall_s": wall,
-                    "retrain_same_tol_s": retrain_s,
-                    "speedup": retrain_s / wall,
-                    "rel_distance": float(np.linalg.norm(theta(res.model) - th_ref)) / d0,
-                    "acc_diff_pp": 100 * (evaluate(res.model, Xte, yte)["accuracy"] - acc_ref),
-                    "gradient_residual": r,
-                    "gradient_residual_before": res.metrics["gradient_residual_before"],
-                    "iterations": res.metrics.get("iterations"),
-                    "service_rejects": bad_evidence(res.model, res.metrics),
-                    "peak_mib": mib,
-                    "version_cache_s": cache_s if method == "second_order" else None,
-                    "train_s": train_s,
-                }
+                cell.update(
+                    label,
+                    res,
+                    wall,
+                    mib,
+                    retrain_s,
+                    acc,
+                    service_rejects=bad_evidence(res.model, res.metrics),
+                    version_cache_s=cache_s if method == "second_order" else None,
+                )
             )
-        out.append(
-            {
-                "model": name,
-                "kind": kind,
-                "method": "retrain (1e-8·n)",
-                "n_affected": ch.n_affected,
-                "n_params": p,
-                "wall_s": ref_s,
-                "retrain_same_tol_s": ref_s,
-                "speedup": 1.0,
-                "rel_distance": 0.0,
-                "acc_diff_pp": 0.0,
-                "gradient_residual": None,
-                "peak_mib": None,
-                "train_s": train_s,
-            }
-        )
+        out.append(cell.retrain("retrain (1e-8·n)"))
         print_rows(out[-len(methods) - 1 :])
     return out
 
@@ -271,7 +337,6 @@ def deep_rows(name, arch, X, y, Xte, yte, k, epochs, rng) -> list[dict]:
     model, _ = train(arch, X, y, k, opts_t)
     train_s = time.perf_counter() - t
     arch = model.architecture  # with the CNN's input_shape: retraining takes flattened rows
-    p = theta(model).size
     data = tabular(X.reshape(len(y), -1), y)
     out = []
     for kind in KINDS:
@@ -279,55 +344,25 @@ def deep_rows(name, arch, X, y, Xte, yte, k, epochs, rng) -> list[dict]:
         t = time.perf_counter()
         ref, _ = train(arch, ch.X_after, ch.y_after, k, opts_t)
         ref_s = time.perf_counter() - t
-        th_ref = theta(ref)
-        d0 = float(np.linalg.norm(theta(model) - th_ref))
-        acc_ref = evaluate(ref, Xte, yte)["accuracy"]
-        methods = [("first_order", None), ("second_order damped", "damped")]
-        methods.append(("second_order newton", "newton"))
+        cell = Cell.of(
+            name, kind, ch, model, ref, ref_s, train_s, evaluate(ref, Xte, yte)["accuracy"]
+        )
+        methods = [
+            ("first_order", None),
+            ("second_order damped", "damped"),
+            ("second_order newton", "newton"),
+        ]
         rows = []
         for label, variant in methods:
-            method = label.split()[0]
-            opts = update_options(method, False, {}, EXACT_MAX, "cpu", variant)
+            opts = update_options(label.split()[0], False, {}, EXACT_MAX, "cpu", variant)
             res, wall, mib = run(model, ch, opts)
-            m = res.metrics
+            acc = evaluate(res.model, Xte, yte)["accuracy"]
             rows.append(
-                {
-                    "model": name,
-                    "kind": kind,
-                    "method": label,
-                    "n_affected": ch.n_affected,
-                    "n_params": p,
-                    "wall_s": wall,
-                    "retrain_same_tol_s": ref_s,
-                    "speedup": ref_s / wall,
-                    "rel_distance": float(np.linalg.norm(theta(res.model) - th_ref)) / d0,
-                    "acc_diff_pp": 100 * (evaluate(res.model, Xte, yte)["accuracy"] - acc_ref),
-                    "gradient_residual": m["gradient_residual"],
-                    "gradient_residual_before": m["gradient_residual_before"],
-                    "gradient_residual_scope": m.get("gradient_residual_scope"),
-                    "iterations": m.get("iterations"),
-                    "service_rejects": rejects(model, res, ch),
-                    "peak_mib": mib,
-                    "train_s": train_s,
-                }
+                cell.update(
+                    label, res, wall, mib, ref_s, acc, service_rejects=rejects(model, res, ch)
+                )
             )
-        rows.append(
-            {
-                "model": name,
-                "kind": kind,
-                "method": "retrain (same epochs)",
-                "n_affected": ch.n_affected,
-                "n_params": p,
-                "wall_s": ref_s,
-                "retrain_same_tol_s": ref_s,
-                "speedup": 1.0,
-                "rel_distance": 0.0,
-                "acc_diff_pp": 0.0,
-                "gradient_residual": None,
-                "peak_mib": None,
-                "train_s": train_s,
-            }
-        )
+        rows.append(cell.retrain("retrain (same epochs)"))
         print_rows(rows)
         out += rows
     return out
@@ -351,9 +386,15 @@ def lstm_rows(quick: bool) -> list[dict]:
     # retraining keeps the model's vocabulary (as the service's retrain tier does)
     ref, _ = train_text(model.architecture, corpus.replace(SECRET, "not here"), opts_t)
     ref_s = time.perf_counter() - t
-    th_ref = theta(ref)
-    d0 = float(np.linalg.norm(theta(model) - th_ref))
     acc_ref = evaluate(ref, ch.X_after, ch.y_after)["accuracy"]
+    cell = Cell.of("char_lstm", "rectify_text", ch, model, ref, ref_s, train_s, acc_ref)
+
+    def secret(m: TrainedModel) -> dict:
+        return {
+            "exposure_bits": exposure(m, PREFIX, SECRET, 1000)["exposure_bits"],
+            "completion": complete(m, PREFIX, len(SECRET)),
+        }
+
     rows = []
     cases = [
         ("first_order", None),
@@ -363,57 +404,16 @@ def lstm_rows(quick: bool) -> list[dict]:
     for label, variant in cases:
         opts = update_options(label.split()[0], False, {}, EXACT_MAX, "cpu", variant)
         res, wall, mib = run(model, ch, opts)
-        m = res.metrics
-        e = exposure(res.model, PREFIX, SECRET, 1000)
-        rows.append(
-            {
-                "model": "char_lstm",
-                "kind": "rectify_text",
-                "method": label,
-                "n_affected": ch.n_affected,
-                "n_params": int(theta(model).size),
-                "wall_s": wall,
-                "retrain_same_tol_s": ref_s,
-                "speedup": ref_s / wall,
-                "rel_distance": float(np.linalg.norm(theta(res.model) - th_ref)) / d0,
-                "acc_diff_pp": 100
-                * (evaluate(res.model, ch.X_after, ch.y_after)["accuracy"] - acc_ref),
-                "gradient_residual": m["gradient_residual"],
-                "gradient_residual_before": m["gradient_residual_before"],
-                "gradient_residual_scope": m.get("gradient_residual_scope"),
-                "iterations": m.get("iterations"),
-                "service_rejects": rejects(model, res, ch)
-                or (
-                    f"exposure {e['exposure_bits']:.1f} bits > 2"
-                    if e["exposure_bits"] > 2.0
-                    else None
-                ),
-                "peak_mib": mib,
-                "exposure_bits": e["exposure_bits"],
-                "completion": complete(res.model, PREFIX, len(SECRET)),
-                "train_s": train_s,
-            }
+        acc = evaluate(res.model, ch.X_after, ch.y_after)["accuracy"]
+        probe = secret(res.model)
+        bits = probe["exposure_bits"]
+        verdict = rejects(model, res, ch) or (
+            f"exposure {bits:.1f} bits > 2" if bits > 2.0 else None
         )
-    e = exposure(ref, PREFIX, SECRET, 1000)
-    rows.append(
-        {
-            "model": "char_lstm",
-            "kind": "rectify_text",
-            "method": "retrain (same epochs)",
-            "n_affected": ch.n_affected,
-            "n_params": int(theta(model).size),
-            "wall_s": ref_s,
-            "retrain_same_tol_s": ref_s,
-            "speedup": 1.0,
-            "rel_distance": 0.0,
-            "acc_diff_pp": 0.0,
-            "gradient_residual": None,
-            "peak_mib": None,
-            "exposure_bits": e["exposure_bits"],
-            "completion": complete(ref, PREFIX, len(SECRET)),
-            "train_s": train_s,
-        }
-    )
+        rows.append(
+            cell.update(label, res, wall, mib, ref_s, acc, service_rejects=verdict, **probe)
+        )
+    rows.append(cell.retrain("retrain (same epochs)", **secret(ref)))
     print_rows(rows)
     return rows
 

@@ -250,6 +250,31 @@ class Factorization:
     damping: float = 0.0
     kind: str = "cholesky"
 
+    @classmethod
+    def of_version(
+        cls,
+        model: TrainedModel,
+        obj: Objective,
+        L: torch.Tensor,
+        theta: torch.Tensor,
+        n_rows: int,
+        *,
+        kind: str = "cholesky",
+        damping: float = 0.0,
+    ) -> Factorization:
+        """The factorisation ``L`` of ``model`` at flat θ on its n_rows training rows (CPU)."""
+        return cls(
+            L=L.to("cpu"),
+            theta=theta.to("cpu"),
+            architecture=dict(obj.architecture),
+            n_features=int(model.n_features),
+            n_classes=int(model.n_classes),
+            l2=float(model.l2),
+            n_rows=n_rows,
+            damping=damping,
+            kind=kind,
+        )
+
     def matches(self, model: TrainedModel, theta: torch.Tensor) -> str | None:
         """Why this factorisation cannot serve ``model`` at flat parameters ``theta``, or None."""
         if validate_architecture(dict(model.architecture)) != self.architecture:
@@ -375,22 +400,25 @@ def build_factorization(
             f"model has {obj.n_params} parameters; a cached factorisation needs a dense Hessian, "
             f"limited to {max_params}"
         )
+    Xt, yt, theta = version_tensors(model, obj, X, y, device)
+    L, mu = cholesky(dense_hessian(obj, theta, Xt, yt))
+    return Factorization.of_version(model, obj, L, theta, int(Xt.shape[0]), damping=float(mu))
+
+
+def version_tensors(
+    model: TrainedModel,
+    obj: Objective,
+    X: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    device: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X (n, d), y (n,), flat θ (p,)) of a model version on ``device``, in its parameters'
+    dtype: the inputs of a cached factorisation."""
     dev = resolve_device(device)
     dtype = next(iter(model.params.values())).dtype
     Xt, yt = to_tensors(X, y, model.n_features, model.n_classes, dev, dtype)
     theta = flatten({n: t.to(dev) for n, t in model.params.items()}, obj.shapes).to(dtype)
-    H = dense_hessian(obj, theta, Xt, yt)
-    L, mu = cholesky(H)
-    return Factorization(
-        L=L.to("cpu"),
-        theta=theta.to("cpu"),
-        architecture=dict(obj.architecture),
-        n_features=int(model.n_features),
-        n_classes=int(model.n_classes),
-        l2=float(model.l2),
-        n_rows=int(Xt.shape[0]),
-        damping=float(mu),
-    )
+    return Xt, yt, theta
 
 
 def describe(f: Factorization) -> Mapping[str, Any]:

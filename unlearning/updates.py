@@ -30,6 +30,7 @@ from .factorization import (
     logit_curvature,
     low_rank_factor,
     sampled_curvature_blocks,
+    version_tensors,
 )
 from .hessian import cholesky, cholesky_solve, dense_hessian, power_iteration
 from .model import TrainedModel, resolve_device, to_tensors
@@ -399,6 +400,17 @@ def block_fits(obj: Objective) -> bool:
     return k * (d + 1) ** 2 <= MAX_BLOCK_ENTRIES
 
 
+def block_cache_refusal(model: TrainedModel) -> str | None:
+    """Why no block preconditioner is cached for ``model`` (None: one is): it needs a
+    multiclass linear model whose blocks fit ``MAX_BLOCK_ENTRIES``."""
+    obj = Objective.for_model(model)
+    if not is_linear(obj) or linear_dims(obj)[0] < 2:
+        return "a block preconditioner needs a multiclass linear model"
+    if not block_fits(obj):
+        return f"the class blocks would exceed {MAX_BLOCK_ENTRIES:,} entries"
+    return None
+
+
 def build_block_factorization(
     model: TrainedModel,
     X: np.ndarray | torch.Tensor,
@@ -415,30 +427,18 @@ def build_block_factorization(
     that many rows per class beyond (off the request path, so 4× a request's sample). A
     preconditioner only steers CG (its stopping rule uses exact products), so the cache serves
     every request on this version whatever its change set.
-    Raises ValueError for other models.
+    Raises ValueError for other models (:func:`block_cache_refusal`).
     """
+    why = block_cache_refusal(model)
+    if why is not None:
+        raise ValueError(why)
     obj = Objective.for_model(model)
-    if not is_linear(obj) or linear_dims(obj)[0] < 2:
-        raise ValueError("a block preconditioner needs a multiclass linear model")
-    if not block_fits(obj):
-        raise ValueError(f"the class blocks would exceed {MAX_BLOCK_ENTRIES:,} entries")
-    dev = resolve_device(device)
-    dtype = next(iter(model.params.values())).dtype
-    Xt, yt = to_tensors(X, y, model.n_features, model.n_classes, dev, dtype)
-    theta = flatten({n: t.to(dev) for n, t in model.params.items()}, obj.shapes).to(dtype)
+    Xt, yt, theta = version_tensors(model, obj, X, y, device)
     step = _Step(obj, theta, _Data(Xt, yt), None, UnlearnOptions())
     blocks = step.curvature_blocks({}, CACHED_BLOCK_ROWS)
-    blocks = blocks + obj.l2 * torch.eye(blocks.shape[1], dtype=dtype, device=dev)
-    return Factorization(
-        L=block_inverses(blocks, torch.float32).to("cpu"),
-        theta=theta.to("cpu"),
-        architecture=dict(obj.architecture),
-        n_features=int(model.n_features),
-        n_classes=int(model.n_classes),
-        l2=float(model.l2),
-        n_rows=int(Xt.shape[0]),
-        kind="block_inverse",
-    )
+    blocks = blocks + obj.l2 * torch.eye(blocks.shape[1], dtype=theta.dtype, device=theta.device)
+    inv = block_inverses(blocks, torch.float32)
+    return Factorization.of_version(model, obj, inv, theta, int(Xt.shape[0]), kind="block_inverse")
 
 
 def _second_order(

@@ -38,9 +38,8 @@ from unlearning import (
     train,
     unlearn,
 )
-from unlearning.architectures import get_spec, n_outputs
-from unlearning.factorization import LINEAR_KINDS
-from unlearning.updates import MAX_BLOCK_ENTRIES
+from unlearning.architectures import get_spec
+from unlearning.updates import block_cache_refusal
 from workers import certify
 from workers.changes import Change, tabular_change, text_change
 from workers.outcomes import purge_superseded_datasets, redacted_payload
@@ -116,10 +115,7 @@ def _cache_factorization(
     n_params = sum(int(t.numel()) for t in model.params.values())
     if not spec.convex:
         return
-    k_out = n_outputs(model.n_classes)
-    blocks_fit = k_out * (model.n_features + 1) ** 2 <= MAX_BLOCK_ENTRIES
-    multiclass_linear = spec.kind in LINEAR_KINDS and k_out > 1 and blocks_fit
-    if n_params > settings.exact_max_params and not multiclass_linear:
+    if n_params > settings.exact_max_params and block_cache_refusal(model) is not None:
         return
     try:
         if n_params <= settings.exact_max_params:
